@@ -82,47 +82,97 @@ PROGRESS_SUBJECTS: tuple[str, ...] = (
 DAY = 86400.0
 
 STREAMS: tuple[StreamSpec, ...] = (
-    StreamSpec("TW_INGEST_WORK", (s.INGEST_DATASET_REQUESTED,), Retention.WORK_QUEUE,
-               "dataset ingest requests for the ingest service"),
-    StreamSpec("TW_SYNTH_WORK",
-               (s.SYNTH_DATASET_REQUESTED, s.SYNTH_CANDIDATES_REQUESTED,
-                s.FEEDBACK_COLLECTION_REQUESTED),
-               Retention.WORK_QUEUE, "synthetic data, preference candidates, feedback pulls"),
-    StreamSpec("TW_TRAINER_WORK", (s.TRAINER_JOB_REQUESTED,), Retention.WORK_QUEUE,
-               "training jobs; every trainer worker shares one durable"),
-    StreamSpec("TW_EVALUATOR_WORK", (s.EVALUATOR_RUN_REQUESTED,), Retention.WORK_QUEUE,
-               "evaluation runs"),
-    StreamSpec("TW_PIPELINE_WORK", (s.PIPELINE_RUN_REQUESTED,), Retention.WORK_QUEUE,
-               "pipeline runs submitted by the CLI or by other systems"),
-    StreamSpec("TW_FACTS", FACT_SUBJECTS, Retention.LIMITS,
-               "facts: what happened, consumed by the registry and by reactions",
-               max_age_s=90 * DAY),
-    StreamSpec("TW_PROGRESS", PROGRESS_SUBJECTS, Retention.LIMITS,
-               "high-volume progress events (rate-limited by producers)", max_age_s=7 * DAY),
-    StreamSpec("TW_CONTROL", (s.TRAINER_CONTROL_REQUESTED,), Retention.LIMITS,
-               "cancel / pause / resume; every worker reads all of it", max_age_s=1 * DAY),
-    StreamSpec("TW_TRAFFIC", (s.TRAFFIC_INTERACTION_LOGGED,), Retention.LIMITS,
-               "production interactions (scrubbed by ingest before anything keeps them)",
-               max_age_s=30 * DAY),
-    StreamSpec("TW_DLQ", (s.DEAD_LETTER_ALL,), Retention.LIMITS,
-               "messages that exhausted their deliveries, with the reason in headers",
-               max_age_s=30 * DAY),
+    StreamSpec(
+        "TW_INGEST_WORK",
+        (s.INGEST_DATASET_REQUESTED,),
+        Retention.WORK_QUEUE,
+        "dataset ingest requests for the ingest service",
+    ),
+    StreamSpec(
+        "TW_SYNTH_WORK",
+        (s.SYNTH_DATASET_REQUESTED, s.SYNTH_CANDIDATES_REQUESTED, s.FEEDBACK_COLLECTION_REQUESTED),
+        Retention.WORK_QUEUE,
+        "synthetic data, preference candidates, feedback pulls",
+    ),
+    StreamSpec(
+        "TW_TRAINER_WORK",
+        (s.TRAINER_JOB_REQUESTED,),
+        Retention.WORK_QUEUE,
+        "training jobs; every trainer worker shares one durable",
+    ),
+    StreamSpec(
+        "TW_EVALUATOR_WORK", (s.EVALUATOR_RUN_REQUESTED,), Retention.WORK_QUEUE, "evaluation runs"
+    ),
+    StreamSpec(
+        "TW_PIPELINE_WORK",
+        (s.PIPELINE_RUN_REQUESTED,),
+        Retention.WORK_QUEUE,
+        "pipeline runs submitted by the CLI or by other systems",
+    ),
+    StreamSpec(
+        "TW_FACTS",
+        FACT_SUBJECTS,
+        Retention.LIMITS,
+        "facts: what happened, consumed by the registry and by reactions",
+        max_age_s=90 * DAY,
+    ),
+    StreamSpec(
+        "TW_PROGRESS",
+        PROGRESS_SUBJECTS,
+        Retention.LIMITS,
+        "high-volume progress events (rate-limited by producers)",
+        max_age_s=7 * DAY,
+    ),
+    StreamSpec(
+        "TW_CONTROL",
+        (s.TRAINER_CONTROL_REQUESTED,),
+        Retention.LIMITS,
+        "cancel / pause / resume; every worker reads all of it",
+        max_age_s=1 * DAY,
+    ),
+    StreamSpec(
+        "TW_TRAFFIC",
+        (s.TRAFFIC_INTERACTION_LOGGED,),
+        Retention.LIMITS,
+        "production interactions (scrubbed by ingest before anything keeps them)",
+        max_age_s=30 * DAY,
+    ),
+    StreamSpec(
+        "TW_DLQ",
+        (s.DEAD_LETTER_ALL,),
+        Retention.LIMITS,
+        "messages that exhausted their deliveries, with the reason in headers",
+        max_age_s=30 * DAY,
+    ),
 )
 
 CONSUMERS: tuple[ConsumerSpec, ...] = (
     ConsumerSpec("TW_INGEST_WORK", "ingest-worker", description="ingest workers"),
     ConsumerSpec("TW_SYNTH_WORK", "synth-worker", description="synth workers"),
-    ConsumerSpec("TW_TRAINER_WORK", "trainer-worker", max_ack_pending=64,
-                 description="trainer workers (one job per worker at a time)"),
+    ConsumerSpec(
+        "TW_TRAINER_WORK",
+        "trainer-worker",
+        max_ack_pending=64,
+        description="trainer workers (one job per worker at a time)",
+    ),
     ConsumerSpec("TW_EVALUATOR_WORK", "evaluator-worker", description="evaluator workers"),
-    ConsumerSpec("TW_FACTS", "evaluator-on-training", (s.TRAINER_JOB_SUCCEEDED,),
-                 description="evaluator: evaluate finished training jobs a pipeline asks for"),
-    ConsumerSpec("TW_PIPELINE_WORK", "pipeline-worker",
-                 description="registry: start submitted pipeline runs"),
-    ConsumerSpec("TW_FACTS", "registry-facts",
-                 description="registry: record every fact (idempotently)"),
-    ConsumerSpec("TW_FACTS", "pipeline-facts",
-                 description="registry: advance pipeline state machines on facts"),
+    ConsumerSpec(
+        "TW_FACTS",
+        "evaluator-on-training",
+        (s.TRAINER_JOB_SUCCEEDED,),
+        description="evaluator: evaluate finished training jobs a pipeline asks for",
+    ),
+    ConsumerSpec(
+        "TW_PIPELINE_WORK", "pipeline-worker", description="registry: start submitted pipeline runs"
+    ),
+    ConsumerSpec(
+        "TW_FACTS", "registry-facts", description="registry: record every fact (idempotently)"
+    ),
+    ConsumerSpec(
+        "TW_FACTS",
+        "pipeline-facts",
+        description="registry: advance pipeline state machines on facts",
+    ),
 )
 
 # subject -> fully qualified proto message name in tunewright/events/v1/events.proto

@@ -82,3 +82,5 @@ HEADER_WORKSPACE: Final = "Tw-Workspace"
 HEADER_DLQ_REASON: Final = "Tw-Dlq-Reason"
 HEADER_DLQ_DELIVERIES: Final = "Tw-Dlq-Deliveries"
 HEADER_DLQ_ORIGINAL_SUBJECT: Final = "Tw-Dlq-Original-Subject"
+# the durable that gave up on the message
+HEADER_DLQ_CONSUMER: Final = "Tw-Dlq-Consumer"

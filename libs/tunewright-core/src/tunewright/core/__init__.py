@@ -1,0 +1,1 @@
+"""tunewright.core: the shared kernel of the tunewright services."""

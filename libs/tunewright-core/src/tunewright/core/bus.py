@@ -1,0 +1,801 @@
+"""The event bus: typed publish and at-least-once consumption over NATS JetStream.
+
+Every stream and durable pull consumer comes from :mod:`tunewright.core.catalog`;
+:meth:`EventBus.declare` creates or updates them and is safe to call from every service at
+start-up. Publishing checks the subject against the catalog and the proto message against
+``catalog.EVENT_MESSAGES``, and stamps a deterministic ``Nats-Msg-Id`` (subject + key) so a
+retried publish of the same fact is dropped by JetStream's duplicate window.
+
+Consumption (:meth:`EventBus.consume`) is at-least-once:
+
+* handler returns -> ``ack_sync`` (the ack is durable before the next message);
+* handler raises -> ``nak`` with the consumer's backoff; on the ``max_deliver``-th failure,
+  or at once for a :class:`tunewright.core.errors.PermanentError` (``InvalidArgument``,
+  ``NotFound``, ...), the message is republished to
+  ``tw.dlq.<subject>`` with the reason in headers and terminated;
+* while a handler runs it sends in-progress acks every ``ack_wait / 3``, so long jobs are
+  not redelivered, but the message of a killed process is, after ``ack_wait``.
+
+Handlers must therefore be idempotent; :func:`idempotent` plus a :class:`ProcessedStore`
+acks a redelivered message without running the handler again.
+
+Logs carry subjects, message ids, delivery counts and durations, never payloads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Protocol, TypeVar, cast, overload
+
+import nats
+import nats.errors
+import nats.js.errors
+from google.protobuf import descriptor_pool, message_factory
+from google.protobuf.message import DecodeError, Message
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js.kv import KeyValue
+
+from tunewright.core import catalog
+from tunewright.core import subjects as s
+from tunewright.core.catalog import ConsumerSpec, Retention, StreamSpec
+from tunewright.core.errors import InvalidArgument, PermanentError
+from tunewright.core.settings import NatsSettings
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=Message)
+
+#: KV bucket that remembers which messages a consumer has already processed.
+PROCESSED_BUCKET: Final = "TW_PROCESSED"
+#: How long a processed mark is kept: far longer than any redelivery can take.
+PROCESSED_TTL_S: Final = 7 * 86400.0
+
+# the module that registers every tunewright.events.v1 message in the default pool
+_EVENTS_MODULE: Final = "tunewright.events.v1.events_pb2"
+_STREAM_EXISTS_WITH_OTHER_CONFIG: Final = 10058
+_MAX_REASON_CHARS: Final = 400
+_PUBLISH_TIMEOUT_S: Final = 2.0
+# pause after each failed attempt; the last attempt's failure is raised
+_PUBLISH_RETRY_PAUSES_S: Final = (0.1, 0.5, 1.0, 0.0)
+
+
+class UndecodableMessage(InvalidArgument):
+    """The payload or its ``Tw-Event-Type`` header does not name a known proto message."""
+
+
+def message_id(subject: str, key: str) -> str:
+    """The deterministic ``Nats-Msg-Id`` of the event ``key`` published on ``subject``."""
+    return hashlib.sha256(f"{subject}\n{key}".encode()).hexdigest()[:40]
+
+
+def decode_event(event_type: str, data: bytes) -> Message:
+    """Parse ``data`` as the proto message named ``event_type`` (its full name)."""
+    try:
+        __import__(_EVENTS_MODULE)
+    except ModuleNotFoundError as exc:  # stubs not generated yet: other types still decode
+        if exc.name is None or not _EVENTS_MODULE.startswith(exc.name):
+            raise
+    try:
+        descriptor = descriptor_pool.Default().FindMessageTypeByName(event_type)
+    except KeyError:
+        raise UndecodableMessage(f"unknown event type {event_type!r}") from None
+    message = message_factory.GetMessageClass(descriptor)()
+    try:
+        message.ParseFromString(data)
+    except DecodeError as exc:
+        raise UndecodableMessage(f"payload is not a valid {event_type}: {exc}") from None
+    return message
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One delivery of a message to a handler."""
+
+    subject: str
+    data: bytes
+    headers: Mapping[str, str]
+    #: ``Nats-Msg-Id``, or ``<stream>:<sequence>`` for a message published without one
+    msg_id: str
+    correlation_id: str | None
+    workspace: str | None
+    #: 1 on first delivery
+    num_delivered: int
+    durable: str
+    stream: str
+    stream_seq: int
+
+    @property
+    def event_type(self) -> str | None:
+        return self.headers.get(s.HEADER_EVENT_TYPE)
+
+    @overload
+    def decode(self) -> Message: ...
+    @overload
+    def decode(self, message_type: type[M]) -> M: ...
+    def decode(self, message_type: type[Message] | None = None) -> Message:
+        """The proto message named by ``Tw-Event-Type``; with ``message_type``, checked.
+
+        Raises :class:`UndecodableMessage` (a :class:`PermanentError`).
+        """
+        if self.event_type is None:
+            raise UndecodableMessage(f"message {self.msg_id} has no {s.HEADER_EVENT_TYPE} header")
+        if message_type is not None:
+            expected = message_type.DESCRIPTOR.full_name
+            if expected != self.event_type:
+                raise UndecodableMessage(f"expected {expected}, message carries {self.event_type}")
+        return decode_event(self.event_type, self.data)
+
+    @classmethod
+    def from_msg(cls, msg: Msg, durable: str) -> Delivery:
+        meta = msg.metadata
+        headers: dict[str, str] = dict(msg.headers or {})
+        stream = str(meta.stream)
+        seq = int(meta.sequence.stream)
+        return cls(
+            subject=msg.subject,
+            data=msg.data,
+            headers=headers,
+            msg_id=headers.get(s.HEADER_MSG_ID) or f"{stream}:{seq}",
+            correlation_id=headers.get(s.HEADER_CORRELATION_ID),
+            workspace=headers.get(s.HEADER_WORKSPACE),
+            num_delivered=int(meta.num_delivered),
+            durable=durable,
+            stream=stream,
+            stream_seq=seq,
+        )
+
+
+Handler = Callable[[Delivery], Awaitable[None]]
+
+
+# --- idempotent handlers ---------------------------------------------------------------
+
+
+class ProcessedStore(Protocol):
+    """Remembers which messages were processed, so a redelivery can be acked unrun.
+
+    For exactly-once *effects*, a service with a database should implement this protocol
+    on its own tables and call ``mark`` in the same transaction as the handler's writes;
+    the KV and memory stores below only narrow the window (a crash between the effect and
+    ``mark`` still repeats the effect).
+    """
+
+    async def seen(self, key: str) -> bool: ...
+    async def mark(self, key: str) -> None: ...
+
+
+class MemoryProcessedStore:
+    """Process-local store: for tests and single-process tools."""
+
+    def __init__(self) -> None:
+        self._keys: set[str] = set()
+
+    async def seen(self, key: str) -> bool:
+        return key in self._keys
+
+    async def mark(self, key: str) -> None:
+        self._keys.add(key)
+
+
+class KvProcessedStore:
+    """Store in the NATS KV bucket :data:`PROCESSED_BUCKET`, shared by every process.
+
+    Keys are hashed (KV keys allow few characters); marks expire after the bucket's TTL.
+    """
+
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    @classmethod
+    async def open(
+        cls,
+        js: JetStreamContext,
+        *,
+        bucket: str = PROCESSED_BUCKET,
+        ttl_s: float = PROCESSED_TTL_S,
+    ) -> KvProcessedStore:
+        """Bind to the bucket, creating it on first use."""
+        try:
+            kv = await js.key_value(bucket)
+        except nats.js.errors.BucketNotFoundError:
+            kv = await js.create_key_value(
+                bucket=bucket, ttl=ttl_s, description="messages already processed, per consumer"
+            )
+        return cls(kv)
+
+    @staticmethod
+    def _kv_key(key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    async def seen(self, key: str) -> bool:
+        try:
+            await self._kv.get(self._kv_key(key))
+        except nats.js.errors.KeyNotFoundError:
+            return False
+        return True
+
+    async def mark(self, key: str) -> None:
+        await self._kv.put(self._kv_key(key), b"1")
+
+
+def processed_key(delivery: Delivery) -> str:
+    """Default idempotency key: the message id, scoped by consumer.
+
+    Scoped because several durables (e.g. ``registry-facts`` and ``pipeline-facts``) read
+    the same fact and must each process it once.
+    """
+    return f"{delivery.durable}:{delivery.msg_id}"
+
+
+def idempotent(
+    handler: Handler,
+    store: ProcessedStore,
+    *,
+    key: Callable[[Delivery], str] = processed_key,
+) -> Handler:
+    """Wrap ``handler`` so a message whose key is already marked is acked without running.
+
+    The key is marked after the handler succeeds, so a handler that fails is retried.
+    """
+
+    async def run_once(delivery: Delivery) -> None:
+        k = key(delivery)
+        if await store.seen(k):
+            log.info(
+                "skipping already processed message subject=%s msg_id=%s deliveries=%d",
+                delivery.subject,
+                delivery.msg_id,
+                delivery.num_delivered,
+            )
+            return
+        await handler(delivery)
+        await store.mark(k)
+
+    return run_once
+
+
+# --- status for the CLI ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStatus:
+    name: str
+    subjects: tuple[str, ...]
+    messages: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerStatus:
+    stream: str
+    durable: str
+    num_pending: int
+    num_ack_pending: int
+    num_redelivered: int
+
+
+# --- consumption -----------------------------------------------------------------------
+
+
+class Subscription:
+    """Pull loops bound to one durable. :meth:`stop` lets in-flight handlers finish."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        spec: ConsumerSpec,
+        handler: Handler,
+        *,
+        concurrency: int,
+        fetch_timeout_s: float,
+    ) -> None:
+        self._js = js
+        self._spec = spec
+        self._handler = handler
+        self._concurrency = concurrency
+        self._fetch_timeout_s = fetch_timeout_s
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def durable(self) -> str:
+        return self._spec.durable
+
+    async def _start(self) -> None:
+        # one pull subscription per slot: each loop fetches one message, handles it, repeats
+        for i in range(self._concurrency):
+            psub = await self._js.pull_subscribe_bind(
+                consumer=self._spec.durable, stream=self._spec.stream
+            )
+            self._tasks.append(
+                asyncio.create_task(self._pull_loop(psub), name=f"{self._spec.durable}-{i}")
+            )
+
+    async def stop(self) -> None:
+        """Stop fetching, wait for in-flight handlers to finish and settle their messages.
+
+        Takes at most one fetch timeout longer than the slowest in-flight handler.
+        """
+        self._stopping.set()
+        await asyncio.gather(*self._tasks)
+
+    async def _pull_loop(self, psub: JetStreamContext.PullSubscription) -> None:
+        try:
+            while not self._stopping.is_set():
+                try:
+                    msgs = await psub.fetch(1, timeout=self._fetch_timeout_s)
+                except nats.errors.TimeoutError:
+                    continue  # nothing to do
+                except (nats.errors.Error, OSError) as exc:
+                    # disconnected or reconnecting: the client reconnects by itself
+                    log.warning(
+                        "fetch failed durable=%s error=%s: retrying",
+                        self._spec.durable,
+                        type(exc).__name__,
+                    )
+                    await asyncio.sleep(1.0)
+                    continue
+                for msg in msgs:
+                    await self._process(msg)
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await psub.unsubscribe()
+
+    async def _process(self, msg: Msg) -> None:
+        spec = self._spec
+        delivery = Delivery.from_msg(msg, spec.durable)
+        started = time.monotonic()
+        keep_alive = asyncio.create_task(self._keep_alive(msg))
+        error: Exception | None = None
+        try:
+            await self._handler(delivery)
+        except Exception as exc:  # the handler's failure decides the message's fate below
+            error = exc
+        finally:
+            keep_alive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keep_alive
+        took_ms = (time.monotonic() - started) * 1000
+
+        if error is None:
+            await self._ack(msg, delivery)
+            log.debug(
+                "handled subject=%s msg_id=%s deliveries=%d took_ms=%.1f",
+                delivery.subject,
+                delivery.msg_id,
+                delivery.num_delivered,
+                took_ms,
+            )
+        elif isinstance(error, PermanentError) or delivery.num_delivered >= spec.max_deliver:
+            log.error(
+                "handler failed for good subject=%s msg_id=%s deliveries=%d took_ms=%.1f: "
+                "dead-lettering",
+                delivery.subject,
+                delivery.msg_id,
+                delivery.num_delivered,
+                took_ms,
+                exc_info=error,
+            )
+            await self._dead_letter(msg, delivery, error)
+        else:
+            delay = spec.backoff_s[min(delivery.num_delivered, len(spec.backoff_s)) - 1]
+            log.warning(
+                "handler failed subject=%s msg_id=%s deliveries=%d took_ms=%.1f: retry in %gs",
+                delivery.subject,
+                delivery.msg_id,
+                delivery.num_delivered,
+                took_ms,
+                delay,
+                exc_info=error,
+            )
+            await self._settle(msg.nak(delay=delay), delivery)
+
+    async def _keep_alive(self, msg: Msg) -> None:
+        interval = self._spec.ack_wait_s / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await msg.in_progress()
+            except nats.errors.Error as exc:
+                log.warning("in-progress ack failed: %s", type(exc).__name__)
+
+    async def _ack(self, msg: Msg, delivery: Delivery) -> None:
+        try:
+            await msg.ack_sync()
+        except (TimeoutError, nats.errors.Error) as exc:
+            # the server may redeliver; idempotent handlers make that harmless
+            log.warning(
+                "ack not confirmed subject=%s msg_id=%s: %s",
+                delivery.subject,
+                delivery.msg_id,
+                type(exc).__name__,
+            )
+
+    async def _settle(self, reply: Awaitable[None], delivery: Delivery) -> None:
+        """Send a nak / term; if the connection is gone the server redelivers anyway."""
+        try:
+            await reply
+        except nats.errors.Error as exc:
+            log.warning(
+                "could not settle subject=%s msg_id=%s: %s",
+                delivery.subject,
+                delivery.msg_id,
+                type(exc).__name__,
+            )
+
+    async def _dead_letter(self, msg: Msg, delivery: Delivery, error: Exception) -> None:
+        reason = f"{type(error).__name__}: {error}".replace("\r", " ").replace("\n", " ")
+        headers = {k: v for k, v in delivery.headers.items() if not k.startswith("Nats-")}
+        headers.update(
+            {
+                # scoped by durable: two consumers may each dead-letter the same fact
+                s.HEADER_MSG_ID: f"dlq:{delivery.durable}:{delivery.msg_id}",
+                s.HEADER_DLQ_ORIGINAL_SUBJECT: delivery.subject,
+                s.HEADER_DLQ_REASON: reason[:_MAX_REASON_CHARS],
+                s.HEADER_DLQ_DELIVERIES: str(delivery.num_delivered),
+                s.HEADER_DLQ_CONSUMER: delivery.durable,
+            }
+        )
+        try:
+            await self._js.publish(
+                s.dead_letter_subject(delivery.subject), delivery.data, headers=headers
+            )
+        except (TimeoutError, nats.errors.Error):
+            # keep the message: let the server redeliver it (if deliveries remain)
+            log.exception(
+                "dead-letter publish failed subject=%s msg_id=%s", delivery.subject, delivery.msg_id
+            )
+            await self._settle(msg.nak(delay=self._spec.backoff_s[-1]), delivery)
+            return
+        await self._settle(msg.term(), delivery)
+
+
+# --- the bus ---------------------------------------------------------------------------
+
+
+class EventBus:
+    """A NATS connection with the tunewright catalog. Create with :meth:`connect`.
+
+    ``streams`` and ``consumers`` default to the catalog; tests pass scaled-down copies
+    (e.g. ``dataclasses.replace(spec, ack_wait_s=1)``).
+    """
+
+    def __init__(
+        self,
+        nc: Client,
+        *,
+        streams: Iterable[StreamSpec] = catalog.STREAMS,
+        consumers: Iterable[ConsumerSpec] = catalog.CONSUMERS,
+    ) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+        self.streams: tuple[StreamSpec, ...] = tuple(streams)
+        self.consumers: dict[str, ConsumerSpec] = {c.durable: c for c in consumers}
+        self._subscriptions: list[Subscription] = []
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str | list[str],
+        *,
+        name: str,
+        streams: Iterable[StreamSpec] = catalog.STREAMS,
+        consumers: Iterable[ConsumerSpec] = catalog.CONSUMERS,
+        reconnect_wait_s: float = 2.0,
+        wait_for_server_s: float = math.inf,
+        max_reconnect_attempts: int = -1,
+        **options: Any,
+    ) -> EventBus:
+        """Connect to ``url``; reconnects forever once connected.
+
+        :param name: client name shown by the server (e.g. ``trainer-worker@host``).
+        :param wait_for_server_s: how long to keep retrying the *first* connection; services
+            wait forever (they may start before NATS), the CLI passes a few seconds.
+        :param max_reconnect_attempts: -1 retries forever once connected.
+        :param options: passed to ``nats.connect`` (``user``, ``password``, ``token``,
+            ``user_credentials``, ``connect_timeout``, ...); see :meth:`from_settings`.
+        """
+
+        async def on_disconnected() -> None:
+            if not nc.is_closed:  # closing on purpose is not worth a warning
+                log.warning("NATS disconnected name=%s", name)
+
+        async def on_reconnected() -> None:
+            log.info("NATS reconnected name=%s server=%s", name, _server_address(nc))
+
+        async def on_error(exc: Exception) -> None:
+            log.warning("NATS error name=%s: %s: %s", name, type(exc).__name__, exc)
+
+        async def on_closed() -> None:
+            log.info("NATS connection closed name=%s", name)
+
+        connecting = nats.connect(
+            url,
+            name=name,
+            max_reconnect_attempts=max_reconnect_attempts,
+            reconnect_time_wait=reconnect_wait_s,
+            disconnected_cb=on_disconnected,
+            reconnected_cb=on_reconnected,
+            error_cb=on_error,
+            closed_cb=on_closed,
+            **options,
+        )
+        timeout = None if math.isinf(wait_for_server_s) else wait_for_server_s
+        nc: Client = await asyncio.wait_for(connecting, timeout)
+        log.info("NATS connected name=%s server=%s", name, _server_address(nc))
+        return cls(nc, streams=streams, consumers=consumers)
+
+    @classmethod
+    async def from_settings(
+        cls, settings: NatsSettings, *, name: str, wait_for_server_s: float | None = None
+    ) -> EventBus:
+        """Connect as configured: URL(s), credentials, reconnect policy, start-up wait."""
+        options: dict[str, Any] = {"connect_timeout": settings.connect_timeout_s}
+        if settings.user is not None and settings.password is not None:
+            options["user"] = settings.user
+            options["password"] = settings.password.get_secret_value()
+        if settings.token is not None:
+            options["token"] = settings.token.get_secret_value()
+        if settings.creds_file is not None:
+            options["user_credentials"] = str(settings.creds_file)
+        return await cls.connect(
+            [u.strip() for u in settings.url.split(",") if u.strip()],
+            name=name,
+            reconnect_wait_s=settings.reconnect_time_wait_s,
+            max_reconnect_attempts=settings.max_reconnect_attempts,
+            wait_for_server_s=(
+                settings.startup_wait_s if wait_for_server_s is None else wait_for_server_s
+            ),
+            **options,
+        )
+
+    # --- declaration ---
+
+    async def declare(self) -> None:
+        """Create or update every stream, durable consumer and the processed-marks bucket."""
+        for spec in self.streams:
+            config = _stream_config(spec)
+            try:
+                await self.js.add_stream(config)
+            except nats.js.errors.BadRequestError as exc:
+                if exc.err_code != _STREAM_EXISTS_WITH_OTHER_CONFIG:
+                    raise
+                await self.js.update_stream(config)
+        for consumer in self.consumers.values():
+            # the durable-create API creates, or updates a consumer whose config changed
+            await self.js.add_consumer(consumer.stream, _consumer_config(consumer))
+        await KvProcessedStore.open(self.js)
+
+    async def processed_store(self, *, ttl_s: float = PROCESSED_TTL_S) -> KvProcessedStore:
+        return await KvProcessedStore.open(self.js, ttl_s=ttl_s)
+
+    # --- publishing ---
+
+    async def publish(
+        self,
+        subject: str,
+        message: Message,
+        *,
+        key: str,
+        correlation_id: str | None = None,
+        workspace: str | None = None,
+    ) -> js_api.PubAck:
+        """Publish the event ``message`` on ``subject``; returns the stream's ack.
+
+        :param key: what makes this event unique on its subject (e.g. a job id, or job id +
+            step): the same subject + key is stored once (``PubAck.duplicate`` on repeats).
+        :raises ValueError: the subject is not in the catalog or carries another message.
+        """
+        expected = catalog.EVENT_MESSAGES.get(subject)
+        if expected is None:
+            raise ValueError(
+                f"subject {subject!r} is not declared in tunewright.core.catalog.EVENT_MESSAGES"
+            )
+        actual = message.DESCRIPTOR.full_name
+        if actual != expected:
+            raise ValueError(f"subject {subject!r} carries {expected}, got {actual}")
+        return await self._publish_unchecked(
+            subject, message, key=key, correlation_id=correlation_id, workspace=workspace
+        )
+
+    async def _publish_unchecked(
+        self,
+        subject: str,
+        message: Message,
+        *,
+        key: str,
+        correlation_id: str | None = None,
+        workspace: str | None = None,
+    ) -> js_api.PubAck:
+        """Publish without the catalog check. For tests only (any message on any subject)."""
+        if not key:
+            raise ValueError("publish needs a non-empty key (it derives the Nats-Msg-Id)")
+        msg_id = message_id(subject, key)
+        headers = {
+            s.HEADER_MSG_ID: msg_id,
+            s.HEADER_EVENT_TYPE: message.DESCRIPTOR.full_name,
+        }
+        if correlation_id:
+            headers[s.HEADER_CORRELATION_ID] = correlation_id
+        if workspace:
+            headers[s.HEADER_WORKSPACE] = workspace
+        payload = message.SerializeToString(deterministic=True)
+        # the Nats-Msg-Id makes a retry safe: if the first attempt was stored, JetStream drops
+        # the second; retries cover the first request after a reconnect, which can be lost
+        for attempt, pause in enumerate(_PUBLISH_RETRY_PAUSES_S, start=1):
+            try:
+                ack = await self.js.publish(
+                    subject, payload, headers=headers, timeout=_PUBLISH_TIMEOUT_S
+                )
+                break
+            except (nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError) as exc:
+                if attempt == len(_PUBLISH_RETRY_PAUSES_S):
+                    raise
+                log.warning(
+                    "publish not acknowledged subject=%s msg_id=%s attempt=%d: %s; retrying",
+                    subject,
+                    msg_id,
+                    attempt,
+                    type(exc).__name__,
+                )
+                await asyncio.sleep(pause)
+        log.debug(
+            "published subject=%s msg_id=%s seq=%s duplicate=%s",
+            subject,
+            msg_id,
+            ack.seq,
+            bool(ack.duplicate),
+        )
+        return ack
+
+    # --- consuming ---
+
+    async def consume(
+        self,
+        durable: str,
+        handler: Handler,
+        *,
+        concurrency: int = 1,
+        fetch_timeout_s: float = 1.0,
+    ) -> Subscription:
+        """Run ``handler`` on messages of the declared durable ``durable`` until stopped.
+
+        Processes (or ``concurrency`` slots) that bind the same durable share its messages.
+        """
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        try:
+            spec = self.consumers[durable]
+        except KeyError:
+            raise KeyError(
+                f"unknown consumer {durable!r}; declared: {', '.join(self.consumers)}"
+            ) from None
+        try:
+            await self.js.consumer_info(spec.stream, spec.durable)
+        except nats.js.errors.NotFoundError:
+            raise LookupError(
+                f"consumer {durable!r} does not exist on the server: call declare() first"
+            ) from None
+        sub = Subscription(
+            self.js, spec, handler, concurrency=concurrency, fetch_timeout_s=fetch_timeout_s
+        )
+        await sub._start()
+        self._subscriptions.append(sub)
+        return sub
+
+    # --- status ---
+
+    async def stream_infos(self) -> list[StreamStatus]:
+        """Declared streams that exist on the server, with their sizes."""
+        out = []
+        for spec in self.streams:
+            try:
+                info = await self.js.stream_info(spec.name)
+            except nats.js.errors.NotFoundError:
+                continue
+            out.append(
+                StreamStatus(
+                    name=spec.name,
+                    subjects=tuple(info.config.subjects or ()),
+                    messages=info.state.messages,
+                    bytes=info.state.bytes,
+                )
+            )
+        return out
+
+    async def consumer_infos(self) -> list[ConsumerStatus]:
+        """Declared durables that exist on the server, with their backlog."""
+        out = []
+        for spec in self.consumers.values():
+            try:
+                info = cast(Any, await self.js.consumer_info(spec.stream, spec.durable))
+            except nats.js.errors.NotFoundError:
+                continue
+            out.append(
+                ConsumerStatus(
+                    stream=spec.stream,
+                    durable=spec.durable,
+                    num_pending=info.num_pending or 0,
+                    num_ack_pending=info.num_ack_pending or 0,
+                    num_redelivered=info.num_redelivered or 0,
+                )
+            )
+        return out
+
+    # --- shutdown ---
+
+    async def close(self) -> None:
+        """Stop pulling, let in-flight handlers finish and settle, then drain the connection."""
+        subscriptions, self._subscriptions = self._subscriptions, []
+        await asyncio.gather(*(sub.stop() for sub in subscriptions))
+        if not self.nc.is_closed:
+            await self.nc.drain()
+
+
+def _server_address(nc: Client) -> str:
+    """host:port of the connected server (never the URL: it may carry credentials)."""
+    url = nc.connected_url
+    return f"{url.hostname}:{url.port}" if url is not None else "?"
+
+
+def _stream_config(spec: StreamSpec) -> js_api.StreamConfig:
+    retention = (
+        js_api.RetentionPolicy.WORK_QUEUE
+        if spec.retention is Retention.WORK_QUEUE
+        else js_api.RetentionPolicy.LIMITS
+    )
+    return js_api.StreamConfig(
+        name=spec.name,
+        description=spec.description,
+        subjects=list(spec.subjects),
+        retention=retention,
+        storage=js_api.StorageType.FILE,
+        max_age=spec.max_age_s,
+        duplicate_window=spec.duplicate_window_s,
+    )
+
+
+def _consumer_config(spec: ConsumerSpec) -> js_api.ConsumerConfig:
+    filters = list(spec.filter_subjects)
+    return js_api.ConsumerConfig(
+        durable_name=spec.durable,
+        description=spec.description or None,
+        ack_policy=js_api.AckPolicy.EXPLICIT,
+        deliver_policy=js_api.DeliverPolicy.ALL,
+        ack_wait=spec.ack_wait_s,
+        max_deliver=spec.max_deliver,
+        max_ack_pending=spec.max_ack_pending,
+        filter_subject=filters[0] if len(filters) == 1 else None,
+        filter_subjects=filters if len(filters) > 1 else None,
+    )
+
+
+__all__ = [
+    "PROCESSED_BUCKET",
+    "PROCESSED_TTL_S",
+    "ConsumerStatus",
+    "Delivery",
+    "EventBus",
+    "Handler",
+    "KvProcessedStore",
+    "MemoryProcessedStore",
+    "PermanentError",
+    "ProcessedStore",
+    "StreamStatus",
+    "Subscription",
+    "UndecodableMessage",
+    "decode_event",
+    "idempotent",
+    "message_id",
+    "processed_key",
+]

@@ -1,0 +1,357 @@
+"""Service settings: one typed model, loaded from init kwargs, ``TW_*`` env vars and YAML.
+
+Sources, highest priority first:
+
+1. keyword arguments (``load_settings(IngestSettings, workspace="acme")``);
+2. environment variables: prefix ``TW_``, nesting with ``__`` (``TW_GRPC__PORT=50051``);
+3. a YAML file: the ``config_file`` given to :func:`load_settings`, else ``$TW_CONFIG``;
+4. the defaults declared here.
+
+Nested sections merge key by key across sources, so ``TW_GRPC__PORT`` overrides only the
+port of a YAML ``grpc:`` section. Unknown keys are errors that name the key and where it came
+from: in the YAML file at any depth, and in ``TW_*`` variables for every top-level key and
+inside every known section. ``TW_<SECTION>__...`` variables for a section this class does not
+have are left alone, because one environment may serve several services; for the same reason
+a service puts its own fields in a section named after itself::
+
+    class TrainerSection(SettingsSection):
+        max_concurrent_jobs: int = Field(default=1, description="...")
+
+    class TrainerSettings(TunewrightSettings):
+        service_name: str = "trainer"
+        trainer: TrainerSection = Field(default_factory=TrainerSection, description="...")
+
+    settings = load_settings(TrainerSettings)          # TW_TRAINER__MAX_CONCURRENT_JOBS=2
+"""
+
+from __future__ import annotations
+
+import contextvars
+import difflib
+import os
+import types
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final, Literal, Self, TypeVar, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+__all__ = [
+    "CONFIG_ENV_VAR",
+    "ENV_PREFIX",
+    "ArtifactSettings",
+    "GrpcSettings",
+    "LogSettings",
+    "NatsSettings",
+    "PluginSettings",
+    "SettingsError",
+    "SettingsSection",
+    "TunewrightSettings",
+    "load_settings",
+]
+
+ENV_PREFIX: Final = "TW_"
+CONFIG_ENV_VAR: Final = "TW_CONFIG"
+# TW_* variables that configure how settings load rather than being settings themselves
+_NON_SETTINGS_ENV_VARS: Final = frozenset({CONFIG_ENV_VAR})
+_SLUG: Final = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+# load_settings() hands its config file to the YAML source through this (sources are built
+# inside BaseSettings.__init__, which has no parameter for it).
+_config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
+    "tw_config_file", default=None
+)
+
+S = TypeVar("S", bound="TunewrightSettings")
+
+
+class SettingsError(ValueError):
+    """Settings could not be loaded; the message says which key, from which source."""
+
+
+class SettingsSection(BaseModel):
+    """Base of every nested settings section: unknown keys rejected, values frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NatsSettings(SettingsSection):
+    url: str = Field(
+        default="nats://127.0.0.1:4222",
+        description="NATS server URL(s), comma-separated for a cluster.",
+    )
+    connect_timeout_s: float = Field(
+        default=2.0, gt=0, description="Timeout of one connect attempt."
+    )
+    reconnect_time_wait_s: float = Field(
+        default=2.0, ge=0, description="Pause between reconnect attempts."
+    )
+    max_reconnect_attempts: int = Field(
+        default=-1,
+        ge=-1,
+        description="Reconnect attempts before giving up; -1 (default) retries forever, so a "
+        "service outlives a NATS restart.",
+    )
+    startup_wait_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long a starting service keeps trying to reach NATS (it may start first).",
+    )
+    user: str | None = Field(default=None, description="User name, with `password`.")
+    password: SecretStr | None = Field(default=None, description="Password for `user`.")
+    token: SecretStr | None = Field(default=None, description="Token authentication.")
+    creds_file: Path | None = Field(default=None, description="NATS .creds file (JWT + nkey seed).")
+
+    @model_validator(mode="after")
+    def _user_and_password_together(self) -> Self:
+        if (self.user is None) != (self.password is None):
+            raise ValueError("nats.user and nats.password must be set together")
+        return self
+
+
+class GrpcSettings(SettingsSection):
+    host: str = Field(
+        default="127.0.0.1",
+        description="Interface to bind; loopback by default, '0.0.0.0' or '[::]' to expose.",
+    )
+    port: int = Field(default=0, ge=0, le=65535, description="Port to bind; 0 picks a free one.")
+    tls_cert_file: Path | None = Field(
+        default=None, description="PEM server certificate (chain); set with `tls_key_file`."
+    )
+    tls_key_file: Path | None = Field(
+        default=None, description="PEM private key; set with `tls_cert_file`."
+    )
+    auth_token: SecretStr | None = Field(
+        default=None,
+        description="If set, every call except health and reflection must send "
+        "'authorization: Bearer <token>'.",
+    )
+    grace_period_s: float = Field(
+        default=5.0, ge=0, description="On shutdown, how long in-flight calls may still run."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            given = "tls_cert_file" if self.tls_cert_file is not None else "tls_key_file"
+            raise ValueError(
+                f"grpc.tls_cert_file and grpc.tls_key_file must be set together; only {given} is"
+            )
+        if self.auth_token is not None and not self.auth_token.get_secret_value():
+            raise ValueError("grpc.auth_token is empty; leave it unset to disable auth")
+        return self
+
+    @property
+    def address(self) -> str:
+        """``host:port`` for binding (IPv6 hosts get their brackets)."""
+        host = self.host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"{host}:{self.port}"
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
+
+
+class LogSettings(SettingsSection):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO", description="Root log level."
+    )
+    # a field literally named `json` would shadow BaseModel.json(); the key stays `json`
+    json_format: bool = Field(
+        default=True, alias="json", description="One JSON object per line (false: human-readable)."
+    )
+
+
+class PluginSettings(SettingsSection):
+    disabled: list[str] = Field(
+        default_factory=list, description="Plugin names not to load (entry-point names)."
+    )
+
+
+class ArtifactSettings(SettingsSection):
+    backend: Literal["local", "nats"] = Field(
+        default="local", description="'local' directory or the NATS object store."
+    )
+    root: Path | None = Field(
+        default=None, description="Directory of the local store; default <data_dir>/artifacts."
+    )
+
+
+class TunewrightSettings(BaseSettings):
+    """Settings every service shares; a service subclasses it to add its own section."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    service_name: str = Field(
+        default="tunewright", pattern=_SLUG, description="Name in logs, health checks and NATS."
+    )
+    data_dir: Path = Field(
+        default_factory=lambda: Path.cwd() / ".tunewright",
+        description="Local state: JetStream store, SQLite, artifacts.",
+    )
+    workspace: str = Field(
+        default="default",
+        pattern=_SLUG,
+        description="Tenant-like namespace for datasets, runs, models.",
+    )
+    nats: NatsSettings = Field(default_factory=NatsSettings, description="NATS connection.")
+    grpc: GrpcSettings = Field(default_factory=GrpcSettings, description="gRPC server.")
+    log: LogSettings = Field(default_factory=LogSettings, description="Logging.")
+    plugins: PluginSettings = Field(default_factory=PluginSettings, description="Plugins.")
+    artifacts: ArtifactSettings = Field(
+        default_factory=ArtifactSettings, description="Artifact store."
+    )
+
+    @property
+    def artifacts_root(self) -> Path:
+        """Where the local artifact store lives."""
+        return self.artifacts.root or self.data_dir / "artifacts"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        _check_env_keys(settings_cls, os.environ)
+        config_file = _config_file.get()
+        if config_file is None and os.environ.get(CONFIG_ENV_VAR):
+            config_file = Path(os.environ[CONFIG_ENV_VAR])
+        return init_settings, env_settings, _YamlFileSource(settings_cls, config_file)
+
+
+def load_settings(cls: type[S], config_file: Path | None = None, **overrides: Any) -> S:
+    """Build ``cls`` from ``overrides``, ``TW_*`` env vars, the YAML file and defaults.
+
+    ``config_file`` wins over ``$TW_CONFIG``. Raises :class:`SettingsError` naming the key and
+    the file (or variable) on unknown keys and invalid values.
+    """
+    if config_file is None and os.environ.get(CONFIG_ENV_VAR):
+        config_file = Path(os.environ[CONFIG_ENV_VAR])
+    token = _config_file.set(config_file)
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        where = f"config file {config_file}, " if config_file else ""
+        raise SettingsError(
+            f"invalid {cls.__name__} ({where}{ENV_PREFIX}* env vars, arguments): {exc}"
+        ) from exc
+    finally:
+        _config_file.reset(token)
+
+
+# --- unknown-key checks --------------------------------------------------------------------
+
+
+def _input_name(name: str, field: FieldInfo) -> str:
+    return field.alias or name
+
+
+def _section_model(field: FieldInfo) -> type[BaseModel] | None:
+    """The model class of a nested section field (``X`` or ``X | None``), else None."""
+    annotation = field.annotation
+    candidates: tuple[Any, ...] = (annotation,)
+    if get_origin(annotation) in (Union, types.UnionType):
+        candidates = get_args(annotation)
+    for candidate in candidates:
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _keys(model: type[BaseModel]) -> dict[str, FieldInfo]:
+    return {_input_name(name, field): field for name, field in model.model_fields.items()}
+
+
+def _unknown(key: str, model: type[BaseModel], prefix: str) -> str:
+    known = sorted(_keys(model))
+    path = f"{prefix}{key}"
+    hint = difflib.get_close_matches(key, known, n=1)
+    did_you_mean = f" (did you mean '{prefix}{hint[0]}'?)" if hint else ""
+    section = f"'{prefix.rstrip('.')}'" if prefix else "the top level"
+    return f"unknown setting '{path}'{did_you_mean}; known keys at {section}: {', '.join(known)}"
+
+
+def _check_mapping_keys(data: Mapping[str, Any], model: type[BaseModel], prefix: str = "") -> None:
+    fields = _keys(model)
+    for key, value in data.items():
+        field = fields.get(key)
+        if field is None:
+            raise SettingsError(_unknown(str(key), model, prefix))
+        section = _section_model(field)
+        if section is not None and isinstance(value, Mapping):
+            _check_mapping_keys(value, section, f"{prefix}{key}.")
+
+
+def _check_env_keys(settings_cls: type[BaseModel], environ: Mapping[str, str]) -> None:
+    for var in environ:
+        if not var.upper().startswith(ENV_PREFIX) or var.upper() in _NON_SETTINGS_ENV_VARS:
+            continue
+        segments = var[len(ENV_PREFIX) :].lower().split("__")
+        fields = {k.lower(): f for k, f in _keys(settings_cls).items()}
+        if segments[0] not in fields and len(segments) > 1:
+            continue  # a section of another service's settings class
+        model: type[BaseModel] = settings_cls
+        for depth, segment in enumerate(segments):
+            fields = {k.lower(): f for k, f in _keys(model).items()}
+            prefix = ".".join(segments[:depth]) + "." if depth else ""
+            field = fields.get(segment)
+            if field is None:
+                raise SettingsError(
+                    f"environment variable {var}: {_unknown(segment, model, prefix)}"
+                )
+            section = _section_model(field)
+            if section is None:
+                if depth != len(segments) - 1:
+                    raise SettingsError(
+                        f"environment variable {var}: '{prefix}{segment}' is not a section"
+                    )
+                break
+            model = section
+
+
+class _YamlFileSource(PydanticBaseSettingsSource):
+    """Reads one YAML file and rejects keys the settings class does not have."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self.path = path
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ returns the whole file at once
+
+    def __call__(self) -> dict[str, Any]:
+        if self.path is None:
+            return {}
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SettingsError(f"config file {self.path}: cannot read: {exc}") from exc
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise SettingsError(f"config file {self.path}: invalid YAML: {exc}") from exc
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise SettingsError(
+                f"config file {self.path}: expected a mapping at the top, got {type(data).__name__}"
+            )
+        try:
+            _check_mapping_keys(data, self.settings_cls)
+        except SettingsError as exc:
+            raise SettingsError(f"config file {self.path}: {exc}") from None
+        return data

@@ -1,0 +1,415 @@
+"""EventBus against a real nats-server: declaration, dedup, retries, DLQ, crash redelivery."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+
+import nats
+import pytest
+from google.protobuf import struct_pb2
+
+from tunewright.core import catalog
+from tunewright.core import subjects as s
+from tunewright.core.bus import (
+    Delivery,
+    EventBus,
+    KvProcessedStore,
+    MemoryProcessedStore,
+    UndecodableMessage,
+    idempotent,
+    message_id,
+)
+from tunewright.core.catalog import ConsumerSpec
+from tunewright.core.errors import InvalidArgument
+from tunewright.core.nats_server import NatsServer
+from tunewright.events.v1 import events_pb2
+
+WORKER = "trainer-worker"
+SUBJECT = s.TRAINER_JOB_REQUESTED
+# scaled down so redelivery, retries and dead-lettering happen within a second or two
+FAST = {"ack_wait_s": 1.0, "backoff_s": (0.1,), "max_deliver": 3}
+
+
+def fast_consumers(**overrides: object) -> list[ConsumerSpec]:
+    return [replace(c, **{**FAST, **overrides}) for c in catalog.CONSUMERS]  # type: ignore[arg-type]
+
+
+async def eventually(check: Callable[[], bool | Awaitable[bool]], within_s: float = 5.0) -> None:
+    deadline = time.monotonic() + within_s
+    while True:
+        result = check()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+def job(job_id: str) -> events_pb2.TrainerJobRequested:
+    return events_pb2.TrainerJobRequested(job_id=job_id)
+
+
+@pytest.fixture
+async def bus(nats_url: str) -> AsyncIterator[EventBus]:
+    b = await EventBus.connect(nats_url, name="test", consumers=fast_consumers())
+    await b.declare()
+    yield b
+    await b.close()
+
+
+async def consumer_state(b: EventBus, durable: str = WORKER) -> tuple[int, int]:
+    (info,) = [c for c in await b.consumer_infos() if c.durable == durable]
+    return info.num_pending, info.num_ack_pending
+
+
+async def stream_messages(b: EventBus, name: str) -> int:
+    (info,) = [x for x in await b.stream_infos() if x.name == name]
+    return info.messages
+
+
+async def test_declare_twice_creates_every_catalog_stream_and_consumer(bus: EventBus) -> None:
+    await bus.declare()
+    streams = {x.name: x.subjects for x in await bus.stream_infos()}
+    assert streams == {spec.name: spec.subjects for spec in catalog.STREAMS}
+    durables = {c.durable for c in await bus.consumer_infos()}
+    assert durables == {c.durable for c in catalog.CONSUMERS}
+
+    # a changed consumer spec (new release) updates the existing durable in place
+    again = EventBus(bus.nc, consumers=fast_consumers(ack_wait_s=7.0))
+    await again.declare()
+    info = await bus.js.consumer_info("TW_TRAINER_WORK", WORKER)
+    assert info.config.ack_wait == 7.0
+
+
+async def test_consume_needs_a_declared_durable(nats_url: str) -> None:
+    b = await EventBus.connect(nats_url, name="early")
+    try:
+        with pytest.raises(KeyError, match="unknown consumer 'nope'"):
+            await b.consume("nope", _noop)
+        with pytest.raises(LookupError, match="declare"):
+            await b.consume(WORKER, _noop)
+    finally:
+        await b.close()
+
+
+async def _noop(d: Delivery) -> None:
+    pass
+
+
+async def test_same_subject_and_key_is_stored_once(bus: EventBus) -> None:
+    first = await bus.publish(SUBJECT, job("j1"), key="j1")
+    second = await bus.publish(SUBJECT, job("j1"), key="j1")
+    other = await bus.publish(SUBJECT, job("j2"), key="j2")
+    assert not first.duplicate
+    assert second.duplicate
+    assert second.seq == first.seq
+    assert not other.duplicate
+    assert await stream_messages(bus, "TW_TRAINER_WORK") == 2
+    assert message_id(SUBJECT, "j1") != message_id(SUBJECT, "j2")
+
+
+async def test_publish_checks_subject_and_message_type(bus: EventBus) -> None:
+    with pytest.raises(ValueError, match="not declared"):
+        await bus.publish("tw.nope.thing.happened", job("j"), key="j")
+    with pytest.raises(ValueError, match=r"TrainerJobRequested, got .*TrainerJobStarted"):
+        await bus.publish(SUBJECT, events_pb2.TrainerJobStarted(job_id="j"), key="j")
+    with pytest.raises(ValueError, match="key"):
+        await bus.publish(SUBJECT, job("j"), key="")
+
+
+async def test_delivery_carries_headers_and_decodes(bus: EventBus) -> None:
+    got: list[Delivery] = []
+
+    async def handler(d: Delivery) -> None:
+        got.append(d)
+
+    await bus.publish(SUBJECT, job("j1"), key="j1", correlation_id="corr-1", workspace="acme")
+    await bus.consume(WORKER, handler)
+    await eventually(lambda: len(got) == 1)
+    d = got[0]
+    assert (d.subject, d.correlation_id, d.workspace) == (SUBJECT, "corr-1", "acme")
+    assert d.msg_id == message_id(SUBJECT, "j1")
+    assert d.num_delivered == 1
+    assert d.event_type == "tunewright.events.v1.TrainerJobRequested"
+    assert d.decode() == job("j1")
+    assert d.decode(events_pb2.TrainerJobRequested).job_id == "j1"
+    with pytest.raises(UndecodableMessage):
+        d.decode(events_pb2.TrainerJobStarted)
+
+
+async def test_unchecked_publish_decodes_any_registered_type(bus: EventBus) -> None:
+    got: list[Delivery] = []
+
+    async def handler(d: Delivery) -> None:
+        got.append(d)
+
+    payload = struct_pb2.Struct()
+    payload.update({"answer": 42})
+    await bus._publish_unchecked(SUBJECT, payload, key="k")
+    await bus.consume(WORKER, handler)
+    await eventually(lambda: len(got) == 1)
+    assert got[0].decode() == payload
+
+
+async def test_handler_failing_twice_then_succeeding_is_retried_and_acked(bus: EventBus) -> None:
+    deliveries: list[int] = []
+
+    async def flaky(d: Delivery) -> None:
+        deliveries.append(d.num_delivered)
+        if len(deliveries) < 3:
+            raise RuntimeError("transient")
+
+    await bus.publish(SUBJECT, job("j1"), key="j1")
+    await bus.consume(WORKER, flaky)
+    await eventually(lambda: len(deliveries) == 3)
+    await eventually(lambda: _async_eq(consumer_state(bus), (0, 0)))
+    assert deliveries == [1, 2, 3]
+    assert await stream_messages(bus, "TW_TRAINER_WORK") == 0  # acked work is removed
+    assert await stream_messages(bus, "TW_DLQ") == 0
+
+
+async def _async_eq(value: Awaitable[object], expected: object) -> bool:
+    return await value == expected
+
+
+async def dead_letter(bus: EventBus, subject: str) -> nats.js.api.RawStreamMsg:
+    async def exists() -> bool:
+        return await stream_messages(bus, "TW_DLQ") > 0
+
+    await eventually(exists)
+    return await bus.js.get_last_msg("TW_DLQ", s.dead_letter_subject(subject))
+
+
+async def test_handler_always_failing_lands_in_dlq_after_max_deliver(bus: EventBus) -> None:
+    calls: list[int] = []
+
+    async def broken(d: Delivery) -> None:
+        calls.append(d.num_delivered)
+        raise RuntimeError("boom\nsecond line")
+
+    await bus.publish(SUBJECT, job("j1"), key="j1", correlation_id="c1")
+    await bus.consume(WORKER, broken)
+    dlq = await dead_letter(bus, SUBJECT)
+    assert calls == [1, 2, 3]
+    headers = dlq.headers or {}
+    assert headers[s.HEADER_DLQ_ORIGINAL_SUBJECT] == SUBJECT
+    assert headers[s.HEADER_DLQ_REASON] == "RuntimeError: boom second line"
+    assert headers[s.HEADER_DLQ_DELIVERIES] == "3"
+    assert headers[s.HEADER_CORRELATION_ID] == "c1"
+    assert headers[s.HEADER_EVENT_TYPE] == "tunewright.events.v1.TrainerJobRequested"
+    assert dlq.data == job("j1").SerializeToString(deterministic=True)
+    await eventually(lambda: _async_eq(consumer_state(bus), (0, 0)))
+
+
+async def test_permanent_error_dead_letters_at_once(bus: EventBus) -> None:
+    calls: list[int] = []
+
+    async def rejects(d: Delivery) -> None:
+        calls.append(d.num_delivered)
+        raise InvalidArgument("base model tiny:nope does not exist")
+
+    await bus.publish(SUBJECT, job("j1"), key="j1")
+    await bus.consume(WORKER, rejects)
+    dlq = await dead_letter(bus, SUBJECT)
+    assert calls == [1]
+    assert (dlq.headers or {})[s.HEADER_DLQ_DELIVERIES] == "1"
+    assert (dlq.headers or {})[s.HEADER_DLQ_REASON].startswith("InvalidArgument: base model")
+
+
+async def test_long_handler_is_kept_alive_by_in_progress_acks(bus: EventBus) -> None:
+    deliveries: list[int] = []
+
+    async def slow(d: Delivery) -> None:
+        deliveries.append(d.num_delivered)
+        await asyncio.sleep(2.5)  # 2.5 x ack_wait
+
+    await bus.publish(SUBJECT, job("j1"), key="j1")
+    await bus.consume(WORKER, slow)
+    await eventually(lambda: _async_eq(consumer_state(bus), (0, 0)), within_s=6)
+    assert deliveries == [1]
+
+
+# The child binds the durable, performs the effect, marks the message processed and is
+# SIGKILLed before it can ack: the worst moment for a crash.
+CRASHING_CONSUMER = """
+import asyncio, os, signal, sys
+from dataclasses import replace
+from pathlib import Path
+
+from tunewright.core import catalog
+from tunewright.core.bus import EventBus, idempotent
+
+url, effects = sys.argv[1], Path(sys.argv[2])
+
+
+class DieAfterMark:
+    def __init__(self, inner):
+        self.inner = inner
+
+    async def seen(self, key):
+        return await self.inner.seen(key)
+
+    async def mark(self, key):
+        await self.inner.mark(key)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+async def effect(d):
+    with effects.open("a") as f:
+        f.write(d.msg_id + "\\n")
+
+
+async def main():
+    spec = replace(catalog.consumer("trainer-worker"), ack_wait_s=1.0)
+    bus = await EventBus.connect(url, name="doomed", consumers=[spec])
+    store = DieAfterMark(await bus.processed_store())
+    await bus.consume("trainer-worker", idempotent(effect, store))
+    await asyncio.sleep(30)
+
+
+asyncio.run(main())
+"""
+
+
+async def test_killed_consumer_message_is_redelivered_and_effect_happens_once(
+    bus: EventBus, nats_url: str, tmp_path: Path
+) -> None:
+    effects = tmp_path / "effects.txt"
+
+    async def effect(d: Delivery) -> None:
+        with effects.open("a") as f:
+            f.write(d.msg_id + "\n")
+
+    await bus.publish(SUBJECT, job("j1"), key="j1")
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        CRASHING_CONSUMER,
+        nats_url,
+        str(effects),
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stderr=subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(child.communicate(), 20)
+    assert child.returncode == -9, stderr.decode()
+    assert effects.read_text().splitlines() == [message_id(SUBJECT, "j1")]
+
+    deliveries: list[int] = []
+    handler = idempotent(effect, await KvProcessedStore.open(bus.js))
+
+    async def observed(d: Delivery) -> None:
+        deliveries.append(d.num_delivered)
+        await handler(d)
+
+    await bus.consume(WORKER, observed)
+    await eventually(lambda: deliveries == [2])  # redelivered after ack_wait
+    await eventually(lambda: _async_eq(consumer_state(bus), (0, 0)))
+    assert effects.read_text().splitlines() == [message_id(SUBJECT, "j1")]
+
+
+async def test_idempotent_runs_once_per_durable_and_skips_repeats(bus: EventBus) -> None:
+    runs: list[str] = []
+    got: list[Delivery] = []
+    store = MemoryProcessedStore()
+
+    async def record(d: Delivery) -> None:
+        runs.append(d.durable)
+
+    wrapped = idempotent(record, store)
+
+    async def capture(d: Delivery) -> None:
+        got.append(d)
+        await wrapped(d)
+
+    # facts are read by several durables: the default key is scoped by durable
+    await bus.publish(s.TRAINER_JOB_SUCCEEDED, events_pb2.TrainerJobSucceeded(job_id="j"), key="j")
+    await bus.consume("registry-facts", capture)
+    await bus.consume("pipeline-facts", capture)
+    await eventually(lambda: len(got) == 2)
+    assert sorted(runs) == ["pipeline-facts", "registry-facts"]
+    for d in got:  # a redelivery of either is acked without running again
+        await wrapped(replace(d, num_delivered=2))
+    assert len(runs) == 2
+
+
+async def test_two_processes_on_one_durable_split_the_work(bus: EventBus, nats_url: str) -> None:
+    other = await EventBus.connect(nats_url, name="other", consumers=fast_consumers())
+    handled: list[tuple[str, str]] = []
+
+    def worker(name: str) -> Callable[[Delivery], Awaitable[None]]:
+        async def handle(d: Delivery) -> None:
+            handled.append((name, d.decode(events_pb2.TrainerJobRequested).job_id))
+            await asyncio.sleep(0.02)
+
+        return handle
+
+    try:
+        await bus.consume(WORKER, worker("a"))
+        await other.consume(WORKER, worker("b"))
+        for i in range(20):
+            await bus.publish(SUBJECT, job(f"j{i}"), key=f"j{i}")
+        await eventually(lambda: len(handled) >= 20)
+        await asyncio.sleep(0.2)
+    finally:
+        await other.close()
+    jobs = [j for _, j in handled]
+    assert sorted(jobs) == sorted(f"j{i}" for i in range(20))  # each exactly once
+    assert {name for name, _ in handled} == {"a", "b"}
+
+
+async def test_close_lets_the_in_flight_handler_finish_and_ack(nats_url: str) -> None:
+    b = await EventBus.connect(nats_url, name="drain", consumers=fast_consumers())
+    await b.declare()
+    started = asyncio.Event()
+    finished: list[str] = []
+
+    async def slow(d: Delivery) -> None:
+        started.set()
+        await asyncio.sleep(0.5)
+        finished.append(d.msg_id)
+
+    await b.publish(SUBJECT, job("j1"), key="j1")
+    await b.consume(WORKER, slow, concurrency=2)
+    await asyncio.wait_for(started.wait(), 5)
+    await b.close()
+    assert finished == [message_id(SUBJECT, "j1")]
+    assert b.nc.is_closed
+
+    check = await EventBus.connect(nats_url, name="check", consumers=fast_consumers())
+    try:
+        assert await consumer_state(check) == (0, 0)
+        assert await stream_messages(check, "TW_TRAINER_WORK") == 0
+    finally:
+        await check.close()
+
+
+async def test_consumer_survives_a_server_restart(nats_server: NatsServer) -> None:
+    b = await EventBus.connect(
+        nats_server.url, name="resilient", consumers=fast_consumers(), reconnect_wait_s=0.1
+    )
+    await b.declare()
+    got: list[str] = []
+
+    async def handler(d: Delivery) -> None:
+        got.append(d.decode(events_pb2.TrainerJobRequested).job_id)
+
+    await b.consume(WORKER, handler)
+    await b.publish(SUBJECT, job("before"), key="before")
+    await eventually(lambda: got == ["before"])
+
+    port = int(nats_server.url.rsplit(":", 1)[1])
+    nats_server.stop()
+    with NatsServer(nats_server.store_dir, port=port):
+        await eventually(lambda: b.nc.is_connected, within_s=10)
+        await b.publish(SUBJECT, job("after"), key="after")
+        await eventually(lambda: got == ["before", "after"], within_s=10)
+        await b.close()

@@ -1,0 +1,57 @@
+"""The evaluator service process: ``tunewright-evaluator`` or ``python -m tunewright.evaluator.server``.
+
+Evaluator owns metrics, baseline comparison and the promotion gate. This is the skeleton the foundation provides: it serves
+``EvaluatorService`` (every RPC answers UNIMPLEMENTED until the evaluator issue lands), reports SERVING on
+health, and consumes its durables. Work requests are dead-lettered with reason UNIMPLEMENTED
+(kept in TW_DLQ, never acked away); facts are decoded, logged (metadata only) and acked.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from tunewright.core.service import (
+    Consumer,
+    GrpcBinding,
+    ServiceContext,
+    ServiceDefinition,
+    log_and_ack,
+    reject_until_implemented,
+)
+from tunewright.core.service import main as run_service_main
+from tunewright.evaluator.settings import EvaluatorSettings
+from tunewright.evaluator.v1 import evaluator_pb2, evaluator_pb2_grpc
+
+SERVICE_NAME = evaluator_pb2.DESCRIPTOR.services_by_name["EvaluatorService"].full_name
+
+
+def grpc_bindings(context: ServiceContext[EvaluatorSettings]) -> list[GrpcBinding]:
+    # the generated base servicer answers UNIMPLEMENTED for every RPC
+    servicer = evaluator_pb2_grpc.EvaluatorServiceServicer()
+    return [
+        GrpcBinding(
+            evaluator_pb2_grpc.add_EvaluatorServiceServicer_to_server, servicer, SERVICE_NAME
+        )
+    ]
+
+
+def consumers(context: ServiceContext[EvaluatorSettings]) -> list[Consumer]:
+    return [
+        Consumer(
+            "evaluator-worker", reject_until_implemented("evaluator")
+        ),  # evaluation run requests
+        Consumer("evaluator-on-training", log_and_ack("evaluator")),  # finished training jobs
+    ]
+
+
+DEFINITION = ServiceDefinition(
+    name="evaluator", settings_cls=EvaluatorSettings, grpc=grpc_bindings, consumers=consumers
+)
+
+
+def main() -> int:
+    return run_service_main(DEFINITION)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,11 @@
+"""Settings of the evaluator service (``TW_*`` env vars, YAML via ``--config`` or ``$TW_CONFIG``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from tunewright.core.settings import TunewrightSettings
+
+
+class EvaluatorSettings(TunewrightSettings):
+    service_name: str = Field(default="evaluator", description="Name in logs, health and NATS.")

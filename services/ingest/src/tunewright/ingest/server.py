@@ -1,0 +1,53 @@
+"""The ingest service process: ``tunewright-ingest`` or ``python -m tunewright.ingest.server``.
+
+Ingest owns validate, PII-scrub, deduplicate, filter and split uploaded records. This is the skeleton the foundation provides: it serves
+``IngestService`` (every RPC answers UNIMPLEMENTED until the ingest issue lands), reports SERVING on
+health, and consumes its durables. Work requests are dead-lettered with reason UNIMPLEMENTED
+(kept in TW_DLQ, never acked away); facts are decoded, logged (metadata only) and acked.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from tunewright.core.service import (
+    Consumer,
+    GrpcBinding,
+    ServiceContext,
+    ServiceDefinition,
+    reject_until_implemented,
+)
+from tunewright.core.service import main as run_service_main
+from tunewright.ingest.settings import IngestSettings
+from tunewright.ingest.v1 import ingest_pb2, ingest_pb2_grpc
+
+SERVICE_NAME = ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name
+
+
+def grpc_bindings(context: ServiceContext[IngestSettings]) -> list[GrpcBinding]:
+    # the generated base servicer answers UNIMPLEMENTED for every RPC
+    servicer = ingest_pb2_grpc.IngestServiceServicer()
+    return [
+        GrpcBinding(ingest_pb2_grpc.add_IngestServiceServicer_to_server, servicer, SERVICE_NAME)
+    ]
+
+
+def consumers(context: ServiceContext[IngestSettings]) -> list[Consumer]:
+    return [
+        Consumer(
+            "ingest-worker", reject_until_implemented("ingest")
+        ),  # tw.ingest.dataset.requested
+    ]
+
+
+DEFINITION = ServiceDefinition(
+    name="ingest", settings_cls=IngestSettings, grpc=grpc_bindings, consumers=consumers
+)
+
+
+def main() -> int:
+    return run_service_main(DEFINITION)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,11 @@
+"""Settings of the registry service (``TW_*`` env vars, YAML via ``--config`` or ``$TW_CONFIG``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from tunewright.core.settings import TunewrightSettings
+
+
+class RegistrySettings(TunewrightSettings):
+    service_name: str = Field(default="registry", description="Name in logs, health and NATS.")

@@ -1,0 +1,51 @@
+"""The synth service process: ``tunewright-synth`` or ``python -m tunewright.synth.server``.
+
+Synth owns synthetic examples, preference candidates and human feedback. This is the skeleton the foundation provides: it serves
+``SynthService`` (every RPC answers UNIMPLEMENTED until the synth issue lands), reports SERVING on
+health, and consumes its durables. Work requests are dead-lettered with reason UNIMPLEMENTED
+(kept in TW_DLQ, never acked away); facts are decoded, logged (metadata only) and acked.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from tunewright.core.service import (
+    Consumer,
+    GrpcBinding,
+    ServiceContext,
+    ServiceDefinition,
+    reject_until_implemented,
+)
+from tunewright.core.service import main as run_service_main
+from tunewright.synth.settings import SynthSettings
+from tunewright.synth.v1 import synth_pb2, synth_pb2_grpc
+
+SERVICE_NAME = synth_pb2.DESCRIPTOR.services_by_name["SynthService"].full_name
+
+
+def grpc_bindings(context: ServiceContext[SynthSettings]) -> list[GrpcBinding]:
+    # the generated base servicer answers UNIMPLEMENTED for every RPC
+    servicer = synth_pb2_grpc.SynthServiceServicer()
+    return [GrpcBinding(synth_pb2_grpc.add_SynthServiceServicer_to_server, servicer, SERVICE_NAME)]
+
+
+def consumers(context: ServiceContext[SynthSettings]) -> list[Consumer]:
+    return [
+        Consumer(
+            "synth-worker", reject_until_implemented("synth")
+        ),  # synthetic-data, candidate and feedback requests
+    ]
+
+
+DEFINITION = ServiceDefinition(
+    name="synth", settings_cls=SynthSettings, grpc=grpc_bindings, consumers=consumers
+)
+
+
+def main() -> int:
+    return run_service_main(DEFINITION)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

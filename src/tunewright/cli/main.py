@@ -1,0 +1,160 @@
+"""``tunewright``: the command-line entry point.
+
+``up`` / ``down`` / ``status`` manage the embedded local stack (:mod:`tunewright.cli.stack`).
+Settings come from ``--config FILE`` (YAML), ``TW_*`` variables and defaults, like every
+service; ``--data-dir`` is a shortcut for ``TW_DATA_DIR``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from tunewright.cli.stack import Stack, StackError, StackSettings, as_json
+from tunewright.core.bus import EventBus
+from tunewright.core.logs import configure_logging
+from tunewright.core.settings import SettingsError, load_settings
+
+console = Console()
+
+
+def _settings(config: Path | None, data_dir: Path | None, nats_url: str | None) -> StackSettings:
+    overrides: dict[str, Any] = {}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    if nats_url is not None:
+        overrides["nats"] = {"url": nats_url}
+        overrides["stack"] = {"embedded_nats": False}
+    try:
+        return load_settings(StackSettings, config, **overrides)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+config_option = click.option(
+    "--config", type=click.Path(path_type=Path, dir_okay=False), help="YAML settings file."
+)
+data_dir_option = click.option(
+    "--data-dir", type=click.Path(path_type=Path, file_okay=False), help="State directory."
+)
+
+
+@click.group()
+@click.version_option(package_name="tunewright")
+def cli() -> None:
+    """tunewright: turn open LLMs into domain specialists, on your own hardware."""
+    # the CLI reports problems itself; library warnings (e.g. NATS retries) would be noise
+    configure_logging(service="cli", level="ERROR", json=False)
+
+
+@cli.command()
+@config_option
+@data_dir_option
+@click.option("--nats-url", help="Use this NATS instead of starting the embedded one.")
+def up(config: Path | None, data_dir: Path | None, nats_url: str | None) -> None:
+    """Start nats-server (unless one is configured) and the five services. Idempotent."""
+    stack = Stack(_settings(config, data_dir, nats_url), say=console.print)
+    try:
+        stack.up()
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from None
+    console.print(
+        "[green]stack is up[/green]: `tunewright status` shows it, `tunewright down` stops it"
+    )
+
+
+@cli.command()
+@config_option
+@data_dir_option
+def down(config: Path | None, data_dir: Path | None) -> None:
+    """Stop the services and the embedded nats-server that `up` started."""
+    Stack(_settings(config, data_dir, None), say=console.print).down()
+
+
+@cli.command()
+@config_option
+@data_dir_option
+@click.option("--json", "as_json_output", is_flag=True, help="Machine-readable output.")
+def status(config: Path | None, data_dir: Path | None, as_json_output: bool) -> None:
+    """Health of each service, NATS streams with message counts, consumers with pending counts.
+
+    Exits 1 when a service is not SERVING or NATS is unreachable.
+    """
+    stack = Stack(_settings(config, data_dir, None), say=console.print)
+    services = stack.service_statuses()
+    nats_url = stack.nats_url()
+    streams, consumers, nats_error = asyncio.run(_nats_status(nats_url))
+    healthy = nats_error is None and all(s.health == "SERVING" for s in services)
+    if as_json_output:
+        report = {
+            "healthy": healthy,
+            "nats": {"url": nats_url, "error": nats_error},
+            "services": [as_json(s) for s in services],
+            "streams": [as_json(s) for s in streams],
+            "consumers": [as_json(c) for c in consumers],
+        }
+        click.echo(json.dumps(report, indent=2))
+    else:
+        _print_status(services, nats_url, streams, consumers, nats_error)
+    sys.exit(0 if healthy else 1)
+
+
+async def _nats_status(url: str) -> tuple[list[Any], list[Any], str | None]:
+    try:
+        bus = await EventBus.connect(url, name="tunewright-cli", wait_for_server_s=2.0)
+    except Exception as exc:  # any connect failure is reported as "unreachable", not raised
+        return [], [], f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    try:
+        return await bus.stream_infos(), await bus.consumer_infos(), None
+    finally:
+        await bus.close()
+
+
+def _print_status(
+    services: list[Any], nats_url: str, streams: list[Any], consumers: list[Any], err: str | None
+) -> None:
+    table = Table(title="services")
+    for col in ("service", "port", "pid", "health", "gRPC services (reflection)"):
+        table.add_column(col)
+    for s in services:
+        colour = "green" if s.health == "SERVING" else "red"
+        table.add_row(
+            s.name,
+            str(s.port),
+            str(s.pid or "-"),
+            f"[{colour}]{s.health}[/{colour}]",
+            ", ".join(n for n in s.reflected_services if n.startswith("tunewright.")),
+        )
+    console.print(table)
+    if err is not None:
+        console.print(f"[red]NATS {nats_url} unreachable[/red]: {err}")
+        return
+    streams_table = Table(title=f"NATS streams ({nats_url})")
+    for col in ("stream", "messages", "bytes", "subjects"):
+        streams_table.add_column(col)
+    for st in streams:
+        streams_table.add_row(st.name, str(st.messages), str(st.bytes), " ".join(st.subjects))
+    console.print(streams_table)
+    consumers_table = Table(title="consumers")
+    for col in ("stream", "durable", "pending", "ack pending", "redelivered"):
+        consumers_table.add_column(col)
+    for c in consumers:
+        consumers_table.add_row(
+            c.stream, c.durable, str(c.num_pending), str(c.num_ack_pending), str(c.num_redelivered)
+        )
+    console.print(consumers_table)
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

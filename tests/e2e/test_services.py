@@ -1,0 +1,150 @@
+"""Each service skeleton, started in-process by the service kit against a real nats-server and
+a real gRPC server on port 0: SERVING, reflection, UNIMPLEMENTED RPCs, work requests kept in the
+dead-letter stream (not acked away), and a broken plugin stopping start-up with its name."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tunewright.core import subjects
+from tunewright.core.bus import EventBus
+from tunewright.core.service import ServiceDefinition, start_service
+from tunewright.core.settings import load_settings
+from tunewright.events.v1 import events_pb2
+from tunewright.trainer.v1 import trainer_pb2, trainer_pb2_grpc
+
+SERVICES = ("ingest", "synth", "trainer", "evaluator", "registry")
+# one work request each service owns, to show it is dead-lettered with a reason
+WORK = {
+    "ingest": (subjects.INGEST_DATASET_REQUESTED, events_pb2.IngestDatasetRequested),
+    "synth": (subjects.SYNTH_DATASET_REQUESTED, events_pb2.SynthDatasetRequested),
+    "trainer": (subjects.TRAINER_JOB_REQUESTED, events_pb2.TrainerJobRequested),
+    "evaluator": (subjects.EVALUATOR_RUN_REQUESTED, events_pb2.EvaluatorRunRequested),
+    "registry": (subjects.PIPELINE_RUN_REQUESTED, events_pb2.PipelineRunRequested),
+}
+
+
+def _definition(name: str) -> ServiceDefinition:  # type: ignore[type-arg]
+    return importlib.import_module(f"tunewright.{name}.server").DEFINITION  # type: ignore[no-any-return]
+
+
+async def _dead_letter(bus: EventBus, subject: str) -> dict[str, str]:
+    sub = await bus.js.subscribe(subjects.dead_letter_subject(subject), ordered_consumer=True)
+    try:
+        msg = await sub.next_msg(timeout=10)
+        return dict(msg.headers or {})
+    finally:
+        await sub.unsubscribe()
+
+
+@pytest.mark.parametrize("name", SERVICES)
+async def test_service_skeleton_serves_and_keeps_requests(
+    name: str, nats_url: str, tmp_path: Path
+) -> None:
+    definition = _definition(name)
+    settings = load_settings(
+        definition.settings_cls,
+        nats={"url": nats_url},
+        grpc={"port": 0},
+        data_dir=tmp_path / "data",
+    )
+    running = await start_service(definition, settings)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            service_name = running.server.services[0]
+            assert service_name == f"tunewright.{name}.v1.{name.capitalize()}Service"
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=service_name))
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+        subject, message_type = WORK[name]
+        client = await EventBus.connect(nats_url, name="test-client")
+        try:
+            dead = asyncio.create_task(_dead_letter(client, subject))
+            await asyncio.sleep(0.1)
+            await client.publish(subject, message_type(meta={"event_id": "e1"}), key="e1")
+            headers = await dead
+        finally:
+            await client.close()
+        assert headers[subjects.HEADER_DLQ_ORIGINAL_SUBJECT] == subject
+        assert "NotImplementedYet" in headers[subjects.HEADER_DLQ_REASON]
+    finally:
+        await running.stop()
+
+
+async def test_unimplemented_rpc_is_unimplemented_not_internal(
+    nats_url: str, tmp_path: Path
+) -> None:
+    definition = _definition("trainer")
+    settings = load_settings(
+        definition.settings_cls, nats={"url": nats_url}, grpc={"port": 0}, data_dir=tmp_path
+    )
+    running = await start_service(definition, settings)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = trainer_pb2_grpc.TrainerServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.GetTrainingJob(trainer_pb2.GetTrainingJobRequest(job_id="x"))
+            assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        await running.stop()
+
+
+def test_broken_plugin_stops_service_start_up_with_its_name(tmp_path: Path, nats_url: str) -> None:
+    # a real distribution on sys.path (dist-info + entry point) whose module fails to import
+    dist = tmp_path / "site"
+    (dist / "acme_broken-0.1.dist-info").mkdir(parents=True)
+    (dist / "acme_broken-0.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: acme-broken\nVersion: 0.1\n"
+    )
+    (dist / "acme_broken-0.1.dist-info" / "entry_points.txt").write_text(
+        "[tunewright]\nacme-broken = acme_broken_plugin\n"
+    )
+    (dist / "acme_broken_plugin.py").write_text(
+        textwrap.dedent("""
+            import not_a_real_dependency_xyz  # noqa: F401
+        """)
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TW_")}
+    env.update(PYTHONPATH=str(dist), TW_NATS__URL=nats_url, TW_DATA_DIR=str(tmp_path / "d"))
+    result = subprocess.run(
+        [sys.executable, "-m", "tunewright.ingest.server"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "acme-broken" in result.stderr
+    assert "not_a_real_dependency_xyz" in result.stderr
+
+    # the same plugin, disabled by name: the service starts (then we stop it)
+    env["TW_PLUGINS__DISABLED"] = '["acme-broken"]'
+    env["TW_GRPC__PORT"] = "0"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tunewright.ingest.server"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "service serving" in line:
+                break
+        else:
+            pytest.fail("ingest did not start with the broken plugin disabled")
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=20) == 0
