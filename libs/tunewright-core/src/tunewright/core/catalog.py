@@ -130,12 +130,14 @@ STREAMS: tuple[StreamSpec, ...] = (
         "cancel / pause / resume; every worker reads all of it",
         max_age_s=1 * DAY,
     ),
+    # raw production text may carry PII: a work queue, so a message is gone once the ingest
+    # path has consumed (and scrubbed) it, and nothing keeps it longer than a week
     StreamSpec(
         "TW_TRAFFIC",
         (s.TRAFFIC_INTERACTION_LOGGED,),
-        Retention.LIMITS,
-        "production interactions (scrubbed by ingest before anything keeps them)",
-        max_age_s=30 * DAY,
+        Retention.WORK_QUEUE,
+        "production interactions, raw until the ingest path scrubs them",
+        max_age_s=7 * DAY,
     ),
     StreamSpec(
         "TW_DLQ",

@@ -10,6 +10,11 @@ consuming (in-flight handlers finish and ack), stop gRPC gracefully, drain NATS.
 
 Services stay thin: servicers convert pb <-> domain and call domain code, handlers decode an
 event and call domain code; neither imports another service.
+
+A skeleton service (one whose behaviour has not landed yet) registers the generated base
+servicer (every RPC answers UNIMPLEMENTED), dead-letters its work requests with
+:func:`reject_until_implemented` (kept in TW_DLQ with the reason, never acked away) and
+observes facts with :func:`log_and_ack` (metadata only).
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """The evaluator service process: ``tunewright-evaluator`` or ``python -m tunewright.evaluator.server``.
 
-Evaluator owns metrics, baseline comparison and the promotion gate. This is the skeleton the foundation provides: it serves
-``EvaluatorService`` (every RPC answers UNIMPLEMENTED until the evaluator issue lands), reports SERVING on
-health, and consumes its durables. Work requests are dead-lettered with reason UNIMPLEMENTED
-(kept in TW_DLQ, never acked away); facts are decoded, logged (metadata only) and acked.
+Owns metrics, baseline comparison and the promotion gate.
+Skeleton for now: see ``reject_until_implemented`` in tunewright.core.service.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """The ingest service process: ``tunewright-ingest`` or ``python -m tunewright.ingest.server``.
 
-Ingest owns validate, PII-scrub, deduplicate, filter and split uploaded records. This is the skeleton the foundation provides: it serves
-``IngestService`` (every RPC answers UNIMPLEMENTED until the ingest issue lands), reports SERVING on
-health, and consumes its durables. Work requests are dead-lettered with reason UNIMPLEMENTED
-(kept in TW_DLQ, never acked away); facts are decoded, logged (metadata only) and acked.
+Owns validate, PII-scrub, deduplicate, filter and split uploaded records.
+Skeleton for now: see ``reject_until_implemented`` in tunewright.core.service.
 """
 
 from __future__ import annotations

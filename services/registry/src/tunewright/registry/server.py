@@ -1,9 +1,7 @@
 """The registry service process: ``tunewright-registry`` or ``python -m tunewright.registry.server``.
 
-Registry owns datasets, runs, models, lineage, promotion and pipelines. This is the skeleton the foundation provides: it serves
-``RegistryService`` (every RPC answers UNIMPLEMENTED until the registry issue lands), reports SERVING on
-health, and consumes its durables. Work requests are dead-lettered with reason UNIMPLEMENTED
-(kept in TW_DLQ, never acked away); facts are decoded, logged (metadata only) and acked.
+Owns datasets, runs, models, lineage, promotion and pipelines.
+Skeleton for now: see ``reject_until_implemented`` in tunewright.core.service.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """The synth service process: ``tunewright-synth`` or ``python -m tunewright.synth.server``.
 
-Synth owns synthetic examples, preference candidates and human feedback. This is the skeleton the foundation provides: it serves
-``SynthService`` (every RPC answers UNIMPLEMENTED until the synth issue lands), reports SERVING on
-health, and consumes its durables. Work requests are dead-lettered with reason UNIMPLEMENTED
-(kept in TW_DLQ, never acked away); facts are decoded, logged (metadata only) and acked.
+Owns synthetic examples, preference candidates and human feedback.
+Skeleton for now: see ``reject_until_implemented`` in tunewright.core.service.
 """
 
 from __future__ import annotations

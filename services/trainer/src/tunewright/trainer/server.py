@@ -1,9 +1,7 @@
 """The trainer service process: ``tunewright-trainer`` or ``python -m tunewright.trainer.server``.
 
-Trainer owns SFT / DPO / reward / RLHF training jobs. This is the skeleton the foundation provides: it serves
-``TrainerService`` (every RPC answers UNIMPLEMENTED until the trainer issue lands), reports SERVING on
-health, and consumes its durables. Work requests are dead-lettered with reason UNIMPLEMENTED
-(kept in TW_DLQ, never acked away); facts are decoded, logged (metadata only) and acked.
+Owns SFT / DPO / reward / RLHF training jobs.
+Skeleton for now: see ``reject_until_implemented`` in tunewright.core.service.
 """
 
 from __future__ import annotations
