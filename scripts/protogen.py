@@ -35,7 +35,7 @@ def generate(out: Path) -> None:
         sys.executable, "-m", "grpc_tools.protoc",
         f"-I{PROTOS}", f"-I{wkt}",
         f"--python_out={out}", f"--grpc_python_out={out}",
-        f"--mypy_out={out}", f"--mypy_grpc_out={out}",
+        f"--mypy_out=quiet:{out}", f"--mypy_grpc_out=quiet:{out}",
         *proto_files(),
     ]  # fmt: skip
     subprocess.run(cmd, check=True, cwd=PROTOS, env=env)

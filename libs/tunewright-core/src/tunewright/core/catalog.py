@@ -125,7 +125,12 @@ STREAMS: tuple[StreamSpec, ...] = (
     ),
     StreamSpec(
         "TW_CONTROL",
-        (s.TRAINER_CONTROL_REQUESTED,),
+        (
+            s.INGEST_CONTROL_REQUESTED,
+            s.SYNTH_CONTROL_REQUESTED,
+            s.TRAINER_CONTROL_REQUESTED,
+            s.EVALUATOR_CONTROL_REQUESTED,
+        ),
         Retention.LIMITS,
         "cancel / pause / resume; every worker reads all of it",
         max_age_s=1 * DAY,
@@ -167,13 +172,12 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
     ConsumerSpec(
         "TW_PIPELINE_WORK", "pipeline-worker", description="registry: start submitted pipeline runs"
     ),
-    ConsumerSpec(
-        "TW_FACTS", "registry-facts", description="registry: record every fact (idempotently)"
-    ),
+    # one durable, one writer: a fact is recorded and the pipelines it concerns are advanced in
+    # the same database transaction, so a pipeline never sees a fact the registry has not stored
     ConsumerSpec(
         "TW_FACTS",
-        "pipeline-facts",
-        description="registry: advance pipeline state machines on facts",
+        "registry-facts",
+        description="registry: record every fact and advance pipelines (idempotently)",
     ),
 )
 
@@ -200,6 +204,9 @@ EVENT_MESSAGES: dict[str, str] = {
     s.TRAINER_JOB_FAILED: "tunewright.events.v1.TrainerJobFailed",
     s.TRAINER_JOB_CANCELLED: "tunewright.events.v1.TrainerJobCancelled",
     s.TRAINER_CONTROL_REQUESTED: "tunewright.events.v1.TrainerControlRequested",
+    s.INGEST_CONTROL_REQUESTED: "tunewright.events.v1.IngestControlRequested",
+    s.SYNTH_CONTROL_REQUESTED: "tunewright.events.v1.SynthControlRequested",
+    s.EVALUATOR_CONTROL_REQUESTED: "tunewright.events.v1.EvaluatorControlRequested",
     s.EVALUATOR_RUN_REQUESTED: "tunewright.events.v1.EvaluatorRunRequested",
     s.EVALUATOR_RUN_PROGRESSED: "tunewright.events.v1.EvaluatorRunProgressed",
     s.EVALUATOR_RUN_COMPLETED: "tunewright.events.v1.EvaluatorRunCompleted",

@@ -83,6 +83,10 @@ class ServiceContext(Generic[S]):
     bus: EventBus
     plugins: PluginManager
     artifacts: ArtifactStore
+    #: objects the service builds once and shares between servicers, consumers and loops
+    resources: dict[str, Any] = field(default_factory=dict)
+    #: called (newest first) after consumers, loops and gRPC have stopped, before NATS closes
+    closers: list[Callable[[], None]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +95,11 @@ class ServiceDefinition(Generic[S]):
     settings_cls: type[S]
     grpc: Callable[[ServiceContext[S]], Sequence[GrpcBinding]]
     consumers: Callable[[ServiceContext[S]], Sequence[Consumer]] = field(default=lambda _ctx: ())
+    #: long-running loops (e.g. an outbox publisher) started after the consumers and cancelled
+    #: at shutdown; one that raises turns health NOT_SERVING (orchestrators then restart it)
+    background: Callable[[ServiceContext[S]], Sequence[Callable[[], Awaitable[None]]]] = field(
+        default=lambda _ctx: ()
+    )
 
 
 @dataclass(slots=True)
@@ -99,6 +108,7 @@ class RunningService(Generic[S]):
     context: ServiceContext[S]
     server: ServerHandle
     subscriptions: list[Subscription]
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
     def port(self) -> int:
@@ -109,7 +119,12 @@ class RunningService(Generic[S]):
         await self.server.set_serving(False)
         for sub in self.subscriptions:
             await sub.stop()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.server.stop()
+        for close in reversed(self.context.closers):
+            close()
         await self.context.bus.close()
         log.info("service stopped service=%s", self.definition.name)
 
@@ -166,7 +181,11 @@ async def start_service(definition: ServiceDefinition[S], settings: S) -> Runnin
         await bus.declare()
         store_factory = registries.artifact_stores.get(settings.artifacts.backend).factory
         artifacts = store_factory(root=settings.artifacts_root, js=bus.js)
-        assert isinstance(artifacts, ArtifactStore)
+        if not isinstance(artifacts, ArtifactStore):
+            raise TypeError(
+                f"artifact store plugin {settings.artifacts.backend!r} returned "
+                f"{type(artifacts).__name__}, not an ArtifactStore"
+            )
         context = ServiceContext(settings=settings, bus=bus, plugins=plugins, artifacts=artifacts)
         bindings = definition.grpc(context)
 
@@ -178,13 +197,24 @@ async def start_service(definition: ServiceDefinition[S], settings: S) -> Runnin
         server = build_server(settings=settings.grpc, register=register)
         await server.server.start()
         server.started = True
+    except BaseException:
+        await bus.close()
+        raise
+    try:
         subscriptions = [
             await bus.consume(c.durable, c.handler, concurrency=c.concurrency)
             for c in definition.consumers(context)
         ]
     except BaseException:
+        await server.server.stop(0)
         await bus.close()
         raise
+    tasks = [
+        asyncio.create_task(
+            _supervised(definition.name, loop, server), name=f"{definition.name}-background"
+        )
+        for loop in definition.background(context)
+    ]
     await server.set_serving(True)
     plugins.service_started(service=definition.name, settings=settings.model_dump(mode="json"))
     log.info(
@@ -193,7 +223,22 @@ async def start_service(definition: ServiceDefinition[S], settings: S) -> Runnin
         server.port,
         len(subscriptions),
     )
-    return RunningService(definition, context, server, subscriptions)
+    return RunningService(definition, context, server, subscriptions, tasks)
+
+
+async def _supervised(
+    service: str, loop: Callable[[], Awaitable[None]], server: ServerHandle
+) -> None:
+    """Run a background loop; if it dies, the service stops claiming to be healthy."""
+    try:
+        await loop()
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.error(
+            "background task failed; reporting NOT_SERVING service=%s", service, exc_info=True
+        )
+        await server.set_serving(False)
 
 
 async def run_service(

@@ -17,6 +17,7 @@ INGEST_DATASET_REQUESTED: Final = "tw.ingest.dataset.requested"
 INGEST_DATASET_CURATED: Final = "tw.ingest.dataset.curated"
 INGEST_DATASET_REJECTED: Final = "tw.ingest.dataset.rejected"
 INGEST_JOB_PROGRESSED: Final = "tw.ingest.job.progressed"
+INGEST_CONTROL_REQUESTED: Final = "tw.ingest.control.requested"
 
 # --- synth / feedback -------------------------------------------------------------------
 SYNTH_DATASET_REQUESTED: Final = "tw.synth.dataset.requested"
@@ -25,6 +26,7 @@ SYNTH_CANDIDATES_REQUESTED: Final = "tw.synth.candidates.requested"
 SYNTH_CANDIDATES_PUBLISHED: Final = "tw.synth.candidates.published"
 SYNTH_JOB_PROGRESSED: Final = "tw.synth.job.progressed"
 SYNTH_JOB_FAILED: Final = "tw.synth.job.failed"
+SYNTH_CONTROL_REQUESTED: Final = "tw.synth.control.requested"
 FEEDBACK_COLLECTION_REQUESTED: Final = "tw.feedback.collection.requested"
 FEEDBACK_DATASET_COLLECTED: Final = "tw.feedback.dataset.collected"
 
@@ -45,6 +47,7 @@ EVALUATOR_RUN_REQUESTED: Final = "tw.evaluator.run.requested"
 EVALUATOR_RUN_PROGRESSED: Final = "tw.evaluator.run.progressed"
 EVALUATOR_RUN_COMPLETED: Final = "tw.evaluator.run.completed"
 EVALUATOR_RUN_FAILED: Final = "tw.evaluator.run.failed"
+EVALUATOR_CONTROL_REQUESTED: Final = "tw.evaluator.control.requested"
 
 # --- registry ---------------------------------------------------------------------------
 REGISTRY_DATASET_REGISTERED: Final = "tw.registry.dataset.registered"

@@ -13,7 +13,6 @@ from tunewright.core.service import (
     GrpcBinding,
     ServiceContext,
     ServiceDefinition,
-    log_and_ack,
     reject_until_implemented,
 )
 from tunewright.core.service import main as run_service_main
@@ -38,7 +37,6 @@ def consumers(context: ServiceContext[EvaluatorSettings]) -> list[Consumer]:
         Consumer(
             "evaluator-worker", reject_until_implemented("evaluator")
         ),  # evaluation run requests
-        Consumer("evaluator-on-training", log_and_ack("evaluator")),  # finished training jobs
     ]
 
 

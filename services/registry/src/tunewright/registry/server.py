@@ -1,46 +1,134 @@
 """The registry service process: ``tunewright-registry`` or ``python -m tunewright.registry.server``.
 
-Owns datasets, runs, models, lineage, promotion and pipelines.
-Skeleton for now: see ``reject_until_implemented`` in tunewright.core.service.
+Owns datasets, runs, models, evaluations, lineage, promotion and pipeline runs. One database
+(migrated at start), one writer of facts (``registry-facts``), the pipeline worker
+(``pipeline-worker``) and the outbox publisher loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
-from tunewright.core.service import (
-    Consumer,
-    GrpcBinding,
-    ServiceContext,
-    ServiceDefinition,
-    log_and_ack,
-    reject_until_implemented,
-)
+from tunewright.core.bus import Delivery
+from tunewright.core.errors import InvalidArgument
+from tunewright.core.service import Consumer, GrpcBinding, ServiceContext, ServiceDefinition
 from tunewright.core.service import main as run_service_main
+from tunewright.events.v1 import events_pb2
+from tunewright.registry import facts, pipelines
+from tunewright.registry.db import Database, migrate
+from tunewright.registry.outbox import OutboxPublisher
+from tunewright.registry.servicer import RegistryServicer
 from tunewright.registry.settings import RegistrySettings
 from tunewright.registry.v1 import registry_pb2, registry_pb2_grpc
 
 SERVICE_NAME = registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Registry:
+    """What the registry's servicer, consumers and loops share."""
+
+    db: Database
+    outbox: OutboxPublisher
+
+    def _applied(self) -> None:
+        self.outbox.wake.set()
+
+    async def on_fact(self, delivery: Delivery) -> None:
+        message = delivery.decode()
+
+        def work() -> bool:
+            with self.db.transaction() as session:
+                return facts.apply_fact(
+                    session, message, durable=delivery.durable, msg_id=delivery.msg_id
+                )
+
+        if await asyncio.to_thread(work):
+            self._applied()
+
+    async def on_pipeline_requested(self, delivery: Delivery) -> None:
+        request = delivery.decode(events_pb2.PipelineRunRequested)
+
+        def work() -> bool:
+            with self.db.transaction() as session:
+                if facts.already_processed(session, delivery.durable, delivery.msg_id):
+                    return False
+                workspace = request.meta.workspace or delivery.workspace or ""
+                try:
+                    run, _ = pipelines.create_run(
+                        session,
+                        run_id=request.run_id or delivery.msg_id,
+                        spec_yaml=request.spec_yaml,
+                        parameters=dict(request.parameters),
+                        requested_by=request.requested_by or "nats",
+                        trigger_event_id=request.trigger_event_id,
+                        workspace=workspace,
+                    )
+                    pipelines.advance(session, run)
+                except InvalidArgument as exc:
+                    # a request from another system cannot be answered: record it as failed
+                    pipelines.reject_run(
+                        session,
+                        run_id=request.run_id or delivery.msg_id,
+                        spec_yaml=request.spec_yaml,
+                        error=exc,
+                        workspace=workspace,
+                        requested_by=request.requested_by or "nats",
+                    )
+                facts.mark_processed(session, delivery.durable, delivery.msg_id)
+                return True
+
+        if await asyncio.to_thread(work):
+            self._applied()
+
+
+def registry(context: ServiceContext[RegistrySettings]) -> Registry:
+    existing = context.resources.get("registry")
+    if isinstance(existing, Registry):
+        return existing
+    db = Database(context.settings.database_url())
+    migrate(db.engine)
+    outbox = OutboxPublisher(
+        db, context.bus.publish, poll_s=context.settings.registry.outbox_poll_s
+    )
+    app = Registry(db=db, outbox=outbox)
+    context.resources["registry"] = app
+    context.closers.append(db.dispose)
+    return app
 
 
 def grpc_bindings(context: ServiceContext[RegistrySettings]) -> list[GrpcBinding]:
-    # the generated base servicer answers UNIMPLEMENTED for every RPC
-    servicer = registry_pb2_grpc.RegistryServiceServicer()
+    app = registry(context)
+    servicer = RegistryServicer(app.db, on_commit=app.outbox.wake.set)
     return [
         GrpcBinding(registry_pb2_grpc.add_RegistryServiceServicer_to_server, servicer, SERVICE_NAME)
     ]
 
 
 def consumers(context: ServiceContext[RegistrySettings]) -> list[Consumer]:
+    app = registry(context)
     return [
-        Consumer("pipeline-worker", reject_until_implemented("registry")),  # pipeline run requests
-        Consumer("registry-facts", log_and_ack("registry")),  # every fact
-        Consumer("pipeline-facts", log_and_ack("registry")),  # every fact
+        # one writer: facts are applied in order, each in one transaction
+        Consumer("registry-facts", app.on_fact),
+        Consumer("pipeline-worker", app.on_pipeline_requested),
     ]
 
 
+def background(context: ServiceContext[RegistrySettings]) -> list[Callable[[], Awaitable[None]]]:
+    return [registry(context).outbox.run]
+
+
 DEFINITION = ServiceDefinition(
-    name="registry", settings_cls=RegistrySettings, grpc=grpc_bindings, consumers=consumers
+    name="registry",
+    settings_cls=RegistrySettings,
+    grpc=grpc_bindings,
+    consumers=consumers,
+    background=background,
 )
 
 

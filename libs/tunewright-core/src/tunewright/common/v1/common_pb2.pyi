@@ -36,6 +36,8 @@ class _DatasetKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DatasetKi
     """completion + desirable/undesirable label (KTO)"""
     DATASET_KIND_EVAL: _DatasetKind.ValueType  # 4
     """held-out evaluation set"""
+    DATASET_KIND_PROMPT: _DatasetKind.ValueType  # 5
+    """prompts only (online RL such as GRPO/RLOO, preference candidate sampling)"""
 
 class DatasetKind(_DatasetKind, metaclass=_DatasetKindEnumTypeWrapper):
     """What a dataset version is for; decides which training methods may use it."""
@@ -49,6 +51,8 @@ DATASET_KIND_UNPAIRED: DatasetKind.ValueType  # 3
 """completion + desirable/undesirable label (KTO)"""
 DATASET_KIND_EVAL: DatasetKind.ValueType  # 4
 """held-out evaluation set"""
+DATASET_KIND_PROMPT: DatasetKind.ValueType  # 5
+"""prompts only (online RL such as GRPO/RLOO, preference candidate sampling)"""
 Global___DatasetKind: _TypeAlias = DatasetKind  # noqa: Y015
 
 class _JobStatus:
@@ -417,7 +421,9 @@ class EventMeta(_message.Message):
     WORKSPACE_FIELD_NUMBER: _builtins.int
     PRODUCER_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
-    """unique per fact; also the basis of the Nats-Msg-Id header"""
+    """unique per published event (the Nats-Msg-Id header is derived from subject + the
+    publisher's idempotency key instead, so a retried publish of the same fact deduplicates)
+    """
     correlation_id: _builtins.str
     workspace: _builtins.str
     producer: _builtins.str
@@ -477,7 +483,9 @@ Global___MetricValue: _TypeAlias = MetricValue  # noqa: Y015
 
 @_typing.final
 class GenerationConfig(_message.Message):
-    """Decoding settings; identical for a candidate and its baselines in one evaluation."""
+    """Decoding settings; identical for a candidate and its baselines in one evaluation.
+    Unset optional fields take the model's / plugin's default (0 is a real value).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -497,17 +505,28 @@ class GenerationConfig(_message.Message):
         self,
         *,
         max_new_tokens: _builtins.int = ...,
-        temperature: _builtins.float = ...,
-        top_p: _builtins.float = ...,
-        do_sample: _builtins.bool = ...,
+        temperature: _builtins.float | None = ...,
+        top_p: _builtins.float | None = ...,
+        do_sample: _builtins.bool | None = ...,
         seed: _builtins.int = ...,
         batch_size: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_do_sample", b"_do_sample", "_temperature", b"_temperature", "_top_p", b"_top_p", "do_sample", b"do_sample", "temperature", b"temperature", "top_p", b"top_p"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "do_sample", b"do_sample", "max_new_tokens", b"max_new_tokens", "seed", b"seed", "temperature", b"temperature", "top_p", b"top_p"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_do_sample", b"_do_sample", "_temperature", b"_temperature", "_top_p", b"_top_p", "batch_size", b"batch_size", "do_sample", b"do_sample", "max_new_tokens", b"max_new_tokens", "seed", b"seed", "temperature", b"temperature", "top_p", b"top_p"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__do_sample: _TypeAlias = _typing.Literal["do_sample"]  # noqa: Y015
+    _WhichOneofArgType__do_sample: _TypeAlias = _typing.Literal["_do_sample", b"_do_sample"]  # noqa: Y015
+    _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
+    _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
+    _WhichOneofReturnType__top_p: _TypeAlias = _typing.Literal["top_p"]  # noqa: Y015
+    _WhichOneofArgType__top_p: _TypeAlias = _typing.Literal["_top_p", b"_top_p"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__do_sample) -> _WhichOneofReturnType__do_sample | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature) -> _WhichOneofReturnType__temperature | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__top_p) -> _WhichOneofReturnType__top_p | None: ...
 
 Global___GenerationConfig: _TypeAlias = GenerationConfig  # noqa: Y015
 

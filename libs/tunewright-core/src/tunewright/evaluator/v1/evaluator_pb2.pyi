@@ -62,7 +62,7 @@ class GateRule(_message.Message):
     baseline: _builtins.str
     """role of the baseline the delta is taken against"""
     min_delta: _builtins.float
-    """candidate - baseline must be at least this (in the metric's better direction)"""
+    """candidate - baseline must be at least this (in the metric's better direction); unset = 0"""
     ci_excludes_zero: _builtins.bool
     """the 95% CI of the delta must exclude 0"""
     def __init__(
@@ -70,14 +70,16 @@ class GateRule(_message.Message):
         *,
         metric: _builtins.str = ...,
         baseline: _builtins.str = ...,
-        min_delta: _builtins.float = ...,
+        min_delta: _builtins.float | None = ...,
         ci_excludes_zero: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_min_delta", b"_min_delta", "min_delta", b"min_delta"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "ci_excludes_zero", b"ci_excludes_zero", "metric", b"metric", "min_delta", b"min_delta"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_min_delta", b"_min_delta", "baseline", b"baseline", "ci_excludes_zero", b"ci_excludes_zero", "metric", b"metric", "min_delta", b"min_delta"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__min_delta: _TypeAlias = _typing.Literal["min_delta"]  # noqa: Y015
+    _WhichOneofArgType__min_delta: _TypeAlias = _typing.Literal["_min_delta", b"_min_delta"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_delta) -> _WhichOneofReturnType__min_delta | None: ...
 
 Global___GateRule: _TypeAlias = GateRule  # noqa: Y015
 
@@ -88,20 +90,22 @@ class GatePolicy(_message.Message):
     RULES_FIELD_NUMBER: _builtins.int
     MAX_REGRESSION_FIELD_NUMBER: _builtins.int
     max_regression: _builtins.float
-    """largest regression allowed on metrics without a rule (0 = any regression fails)"""
+    """largest regression allowed on metrics without a rule; unset = no limit, 0 = none allowed"""
     @_builtins.property
     def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___GateRule]: ...
     def __init__(
         self,
         *,
         rules: _abc.Iterable[Global___GateRule] | None = ...,
-        max_regression: _builtins.float = ...,
+        max_regression: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_regression", b"_max_regression", "max_regression", b"max_regression"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_regression", b"max_regression", "rules", b"rules"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_regression", b"_max_regression", "max_regression", b"max_regression", "rules", b"rules"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__max_regression: _TypeAlias = _typing.Literal["max_regression"]  # noqa: Y015
+    _WhichOneofArgType__max_regression: _TypeAlias = _typing.Literal["_max_regression", b"_max_regression"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_regression) -> _WhichOneofReturnType__max_regression | None: ...
 
 Global___GatePolicy: _TypeAlias = GatePolicy  # noqa: Y015
 

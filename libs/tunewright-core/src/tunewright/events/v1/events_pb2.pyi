@@ -784,11 +784,104 @@ class TrainerControlRequested(_message.Message):
 Global___TrainerControlRequested: _TypeAlias = TrainerControlRequested  # noqa: Y015
 
 @_typing.final
-class EvaluatorRunRequested(_message.Message):
+class IngestControlRequested(_message.Message):
+    """tw.ingest.control.requested (cancel an ingest job; every ingest worker reads it)"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    META_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    action: Global___ControlAction.ValueType
+    reason: _builtins.str
+    @_builtins.property
+    def meta(self) -> _common_pb2.EventMeta: ...
+    def __init__(
+        self,
+        *,
+        meta: _common_pb2.EventMeta | None = ...,
+        job_id: _builtins.str = ...,
+        action: Global___ControlAction.ValueType = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "job_id", b"job_id", "meta", b"meta", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IngestControlRequested: _TypeAlias = IngestControlRequested  # noqa: Y015
+
+@_typing.final
+class SynthControlRequested(_message.Message):
+    """tw.synth.control.requested (cancel a synth job; every synth worker reads it)"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    META_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    action: Global___ControlAction.ValueType
+    reason: _builtins.str
+    @_builtins.property
+    def meta(self) -> _common_pb2.EventMeta: ...
+    def __init__(
+        self,
+        *,
+        meta: _common_pb2.EventMeta | None = ...,
+        job_id: _builtins.str = ...,
+        action: Global___ControlAction.ValueType = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "job_id", b"job_id", "meta", b"meta", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SynthControlRequested: _TypeAlias = SynthControlRequested  # noqa: Y015
+
+@_typing.final
+class EvaluatorControlRequested(_message.Message):
     """---- evaluator ------------------------------------------------------------------------
 
-    tw.evaluator.run.requested (work queue: evaluator)
+    tw.evaluator.control.requested (cancel an evaluation run; every evaluator worker reads it)
     """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    META_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    action: Global___ControlAction.ValueType
+    reason: _builtins.str
+    @_builtins.property
+    def meta(self) -> _common_pb2.EventMeta: ...
+    def __init__(
+        self,
+        *,
+        meta: _common_pb2.EventMeta | None = ...,
+        run_id: _builtins.str = ...,
+        action: Global___ControlAction.ValueType = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "meta", b"meta", "reason", b"reason", "run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvaluatorControlRequested: _TypeAlias = EvaluatorControlRequested  # noqa: Y015
+
+@_typing.final
+class EvaluatorRunRequested(_message.Message):
+    """tw.evaluator.run.requested (work queue: evaluator)"""
 
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -171,6 +171,141 @@ class UploadDatasetResponse(_message.Message):
 Global___UploadDatasetResponse: _TypeAlias = UploadDatasetResponse  # noqa: Y015
 
 @_typing.final
+class CreateDatasetHeader(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPEC_FIELD_NUMBER: _builtins.int
+    UPLOAD_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """idempotency key: the same key returns the same job instead of a second one"""
+    @_builtins.property
+    def spec(self) -> Global___IngestSpec:
+        """spec.source is ignored: the uploaded bytes are the source"""
+
+    @_builtins.property
+    def upload(self) -> Global___UploadHeader: ...
+    def __init__(
+        self,
+        *,
+        spec: Global___IngestSpec | None = ...,
+        upload: Global___UploadHeader | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec", "upload", b"upload"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "spec", b"spec", "upload", b"upload"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateDatasetHeader: _TypeAlias = CreateDatasetHeader  # noqa: Y015
+
+@_typing.final
+class CreateDatasetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    @_builtins.property
+    def header(self) -> Global___CreateDatasetHeader: ...
+    def __init__(
+        self,
+        *,
+        header: Global___CreateDatasetHeader | None = ...,
+        chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "payload", b"payload"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "payload", b"payload"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["header", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
+
+Global___CreateDatasetRequest: _TypeAlias = CreateDatasetRequest  # noqa: Y015
+
+@_typing.final
+class CreateDatasetResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    ARTIFACT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job(self) -> Global___IngestJob: ...
+    @_builtins.property
+    def artifact(self) -> _common_pb2.ArtifactRef:
+        """the stored upload (the job's spec.source)"""
+
+    def __init__(
+        self,
+        *,
+        job: Global___IngestJob | None = ...,
+        artifact: _common_pb2.ArtifactRef | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "job", b"job"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateDatasetResponse: _TypeAlias = CreateDatasetResponse  # noqa: Y015
+
+@_typing.final
+class ImportDatasetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPEC_FIELD_NUMBER: _builtins.int
+    SOURCE_URI_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    source_uri: _builtins.str
+    """tw-artifact:sha256:<hex> or file:///absolute/path (under an import root)"""
+    request_id: _builtins.str
+    """idempotency key"""
+    @_builtins.property
+    def spec(self) -> Global___IngestSpec:
+        """spec.source is ignored: source_uri names the file"""
+
+    def __init__(
+        self,
+        *,
+        spec: Global___IngestSpec | None = ...,
+        source_uri: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "source_uri", b"source_uri", "spec", b"spec"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportDatasetRequest: _TypeAlias = ImportDatasetRequest  # noqa: Y015
+
+@_typing.final
+class ImportDatasetResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    ARTIFACT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job(self) -> Global___IngestJob: ...
+    @_builtins.property
+    def artifact(self) -> _common_pb2.ArtifactRef: ...
+    def __init__(
+        self,
+        *,
+        job: Global___IngestJob | None = ...,
+        artifact: _common_pb2.ArtifactRef | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "job", b"job"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportDatasetResponse: _TypeAlias = ImportDatasetResponse  # noqa: Y015
+
+@_typing.final
 class PiiPolicy(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -41,6 +41,16 @@ class IngestServiceStub:
                 request_serializer=tunewright_dot_ingest_dot_v1_dot_ingest__pb2.UploadDatasetRequest.SerializeToString,
                 response_deserializer=tunewright_dot_ingest_dot_v1_dot_ingest__pb2.UploadDatasetResponse.FromString,
                 _registered_method=True)
+        self.CreateDataset = channel.stream_unary(
+                '/tunewright.ingest.v1.IngestService/CreateDataset',
+                request_serializer=tunewright_dot_ingest_dot_v1_dot_ingest__pb2.CreateDatasetRequest.SerializeToString,
+                response_deserializer=tunewright_dot_ingest_dot_v1_dot_ingest__pb2.CreateDatasetResponse.FromString,
+                _registered_method=True)
+        self.ImportDataset = channel.unary_unary(
+                '/tunewright.ingest.v1.IngestService/ImportDataset',
+                request_serializer=tunewright_dot_ingest_dot_v1_dot_ingest__pb2.ImportDatasetRequest.SerializeToString,
+                response_deserializer=tunewright_dot_ingest_dot_v1_dot_ingest__pb2.ImportDatasetResponse.FromString,
+                _registered_method=True)
         self.SubmitIngestJob = channel.unary_unary(
                 '/tunewright.ingest.v1.IngestService/SubmitIngestJob',
                 request_serializer=tunewright_dot_ingest_dot_v1_dot_ingest__pb2.SubmitIngestJobRequest.SerializeToString,
@@ -80,6 +90,22 @@ class IngestServiceServicer:
 
     def UploadDataset(self, request_iterator, context):
         """Client streaming: first message is the header, then raw bytes in chunks (any size).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateDataset(self, request_iterator, context):
+        """Client streaming: upload and curate in one call. First message is the header (the ingest
+        spec, without a source), then raw bytes in chunks; returns the queued job.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportDataset(self, request, context):
+        """Curate a file that is already stored: a tw-artifact:sha256:<hex> URI (artifact store) or a
+        file:// URI under one of the server's configured import roots.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -130,6 +156,16 @@ def add_IngestServiceServicer_to_server(servicer, server):
                     servicer.UploadDataset,
                     request_deserializer=tunewright_dot_ingest_dot_v1_dot_ingest__pb2.UploadDatasetRequest.FromString,
                     response_serializer=tunewright_dot_ingest_dot_v1_dot_ingest__pb2.UploadDatasetResponse.SerializeToString,
+            ),
+            'CreateDataset': grpc.stream_unary_rpc_method_handler(
+                    servicer.CreateDataset,
+                    request_deserializer=tunewright_dot_ingest_dot_v1_dot_ingest__pb2.CreateDatasetRequest.FromString,
+                    response_serializer=tunewright_dot_ingest_dot_v1_dot_ingest__pb2.CreateDatasetResponse.SerializeToString,
+            ),
+            'ImportDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportDataset,
+                    request_deserializer=tunewright_dot_ingest_dot_v1_dot_ingest__pb2.ImportDatasetRequest.FromString,
+                    response_serializer=tunewright_dot_ingest_dot_v1_dot_ingest__pb2.ImportDatasetResponse.SerializeToString,
             ),
             'SubmitIngestJob': grpc.unary_unary_rpc_method_handler(
                     servicer.SubmitIngestJob,
@@ -191,6 +227,60 @@ class IngestService:
             '/tunewright.ingest.v1.IngestService/UploadDataset',
             tunewright_dot_ingest_dot_v1_dot_ingest__pb2.UploadDatasetRequest.SerializeToString,
             tunewright_dot_ingest_dot_v1_dot_ingest__pb2.UploadDatasetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateDataset(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/tunewright.ingest.v1.IngestService/CreateDataset',
+            tunewright_dot_ingest_dot_v1_dot_ingest__pb2.CreateDatasetRequest.SerializeToString,
+            tunewright_dot_ingest_dot_v1_dot_ingest__pb2.CreateDatasetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tunewright.ingest.v1.IngestService/ImportDataset',
+            tunewright_dot_ingest_dot_v1_dot_ingest__pb2.ImportDatasetRequest.SerializeToString,
+            tunewright_dot_ingest_dot_v1_dot_ingest__pb2.ImportDatasetResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,6 +37,14 @@ class IngestServiceStub:
     def __new__(cls, channel: _aio.Channel) -> IngestServiceAsyncStub: ...
     UploadDataset: _grpc.StreamUnaryMultiCallable[_ingest_pb2.UploadDatasetRequest, _ingest_pb2.UploadDatasetResponse]
     """Client streaming: first message is the header, then raw bytes in chunks (any size)."""
+    CreateDataset: _grpc.StreamUnaryMultiCallable[_ingest_pb2.CreateDatasetRequest, _ingest_pb2.CreateDatasetResponse]
+    """Client streaming: upload and curate in one call. First message is the header (the ingest
+    spec, without a source), then raw bytes in chunks; returns the queued job.
+    """
+    ImportDataset: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.ImportDatasetRequest, _ingest_pb2.ImportDatasetResponse]
+    """Curate a file that is already stored: a tw-artifact:sha256:<hex> URI (artifact store) or a
+    file:// URI under one of the server's configured import roots.
+    """
     SubmitIngestJob: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.SubmitIngestJobRequest, _ingest_pb2.SubmitIngestJobResponse]
     """Validates the spec, then queues the job (same path as a tw.ingest.dataset.requested event)."""
     GetIngestJob: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.GetIngestJobRequest, _ingest_pb2.GetIngestJobResponse]
@@ -55,6 +63,14 @@ class IngestServiceAsyncStub(IngestServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     UploadDataset: _aio.StreamUnaryMultiCallable[_ingest_pb2.UploadDatasetRequest, _ingest_pb2.UploadDatasetResponse]  # type: ignore[assignment]
     """Client streaming: first message is the header, then raw bytes in chunks (any size)."""
+    CreateDataset: _aio.StreamUnaryMultiCallable[_ingest_pb2.CreateDatasetRequest, _ingest_pb2.CreateDatasetResponse]  # type: ignore[assignment]
+    """Client streaming: upload and curate in one call. First message is the header (the ingest
+    spec, without a source), then raw bytes in chunks; returns the queued job.
+    """
+    ImportDataset: _aio.UnaryUnaryMultiCallable[_ingest_pb2.ImportDatasetRequest, _ingest_pb2.ImportDatasetResponse]  # type: ignore[assignment]
+    """Curate a file that is already stored: a tw-artifact:sha256:<hex> URI (artifact store) or a
+    file:// URI under one of the server's configured import roots.
+    """
     SubmitIngestJob: _aio.UnaryUnaryMultiCallable[_ingest_pb2.SubmitIngestJobRequest, _ingest_pb2.SubmitIngestJobResponse]  # type: ignore[assignment]
     """Validates the spec, then queues the job (same path as a tw.ingest.dataset.requested event)."""
     GetIngestJob: _aio.UnaryUnaryMultiCallable[_ingest_pb2.GetIngestJobRequest, _ingest_pb2.GetIngestJobResponse]  # type: ignore[assignment]
@@ -76,6 +92,26 @@ class IngestServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ingest_pb2.UploadDatasetResponse, _abc.Awaitable[_ingest_pb2.UploadDatasetResponse]]:
         """Client streaming: first message is the header, then raw bytes in chunks (any size)."""
+
+    @_abc_1.abstractmethod
+    def CreateDataset(
+        self,
+        request_iterator: _MaybeAsyncIterator[_ingest_pb2.CreateDatasetRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingest_pb2.CreateDatasetResponse, _abc.Awaitable[_ingest_pb2.CreateDatasetResponse]]:
+        """Client streaming: upload and curate in one call. First message is the header (the ingest
+        spec, without a source), then raw bytes in chunks; returns the queued job.
+        """
+
+    @_abc_1.abstractmethod
+    def ImportDataset(
+        self,
+        request: _ingest_pb2.ImportDatasetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingest_pb2.ImportDatasetResponse, _abc.Awaitable[_ingest_pb2.ImportDatasetResponse]]:
+        """Curate a file that is already stored: a tw-artifact:sha256:<hex> URI (artifact store) or a
+        file:// URI under one of the server's configured import roots.
+        """
 
     @_abc_1.abstractmethod
     def SubmitIngestJob(

@@ -87,6 +87,8 @@ Global___DistributedStrategy: _TypeAlias = DistributedStrategy  # noqa: Y015
 
 @_typing.final
 class PeftConfig(_message.Message):
+    """Unset optional fields take the method plugin's default (0 is a real value)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TYPE_FIELD_NUMBER: _builtins.int
@@ -107,15 +109,22 @@ class PeftConfig(_message.Message):
         *,
         type: Global___PeftType.ValueType = ...,
         r: _builtins.int = ...,
-        alpha: _builtins.float = ...,
-        dropout: _builtins.float = ...,
+        alpha: _builtins.float | None = ...,
+        dropout: _builtins.float | None = ...,
         target_modules: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_alpha", b"_alpha", "_dropout", b"_dropout", "alpha", b"alpha", "dropout", b"dropout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alpha", b"alpha", "dropout", b"dropout", "r", b"r", "target_modules", b"target_modules", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_alpha", b"_alpha", "_dropout", b"_dropout", "alpha", b"alpha", "dropout", b"dropout", "r", b"r", "target_modules", b"target_modules", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__alpha: _TypeAlias = _typing.Literal["alpha"]  # noqa: Y015
+    _WhichOneofArgType__alpha: _TypeAlias = _typing.Literal["_alpha", b"_alpha"]  # noqa: Y015
+    _WhichOneofReturnType__dropout: _TypeAlias = _typing.Literal["dropout"]  # noqa: Y015
+    _WhichOneofArgType__dropout: _TypeAlias = _typing.Literal["_dropout", b"_dropout"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__alpha) -> _WhichOneofReturnType__alpha | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__dropout) -> _WhichOneofReturnType__dropout | None: ...
 
 Global___PeftConfig: _TypeAlias = PeftConfig  # noqa: Y015
 
@@ -151,6 +160,8 @@ Global___QuantizationConfig: _TypeAlias = QuantizationConfig  # noqa: Y015
 
 @_typing.final
 class Hyperparameters(_message.Message):
+    """Unset optional fields take the method plugin's default (0 is a real value)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EPOCHS_FIELD_NUMBER: _builtins.int
@@ -183,21 +194,40 @@ class Hyperparameters(_message.Message):
         *,
         epochs: _builtins.int = ...,
         max_steps: _builtins.int = ...,
-        learning_rate: _builtins.float = ...,
+        learning_rate: _builtins.float | None = ...,
         batch_size: _builtins.int = ...,
         gradient_accumulation_steps: _builtins.int = ...,
         max_length: _builtins.int = ...,
-        warmup_ratio: _builtins.float = ...,
+        warmup_ratio: _builtins.float | None = ...,
         lr_scheduler: _builtins.str = ...,
-        weight_decay: _builtins.float = ...,
-        packing: _builtins.bool = ...,
-        assistant_only_loss: _builtins.bool = ...,
+        weight_decay: _builtins.float | None = ...,
+        packing: _builtins.bool | None = ...,
+        assistant_only_loss: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_assistant_only_loss", b"_assistant_only_loss", "_learning_rate", b"_learning_rate", "_packing", b"_packing", "_warmup_ratio", b"_warmup_ratio", "_weight_decay", b"_weight_decay", "assistant_only_loss", b"assistant_only_loss", "learning_rate", b"learning_rate", "packing", b"packing", "warmup_ratio", b"warmup_ratio", "weight_decay", b"weight_decay"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant_only_loss", b"assistant_only_loss", "batch_size", b"batch_size", "epochs", b"epochs", "gradient_accumulation_steps", b"gradient_accumulation_steps", "learning_rate", b"learning_rate", "lr_scheduler", b"lr_scheduler", "max_length", b"max_length", "max_steps", b"max_steps", "packing", b"packing", "warmup_ratio", b"warmup_ratio", "weight_decay", b"weight_decay"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_assistant_only_loss", b"_assistant_only_loss", "_learning_rate", b"_learning_rate", "_packing", b"_packing", "_warmup_ratio", b"_warmup_ratio", "_weight_decay", b"_weight_decay", "assistant_only_loss", b"assistant_only_loss", "batch_size", b"batch_size", "epochs", b"epochs", "gradient_accumulation_steps", b"gradient_accumulation_steps", "learning_rate", b"learning_rate", "lr_scheduler", b"lr_scheduler", "max_length", b"max_length", "max_steps", b"max_steps", "packing", b"packing", "warmup_ratio", b"warmup_ratio", "weight_decay", b"weight_decay"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__assistant_only_loss: _TypeAlias = _typing.Literal["assistant_only_loss"]  # noqa: Y015
+    _WhichOneofArgType__assistant_only_loss: _TypeAlias = _typing.Literal["_assistant_only_loss", b"_assistant_only_loss"]  # noqa: Y015
+    _WhichOneofReturnType__learning_rate: _TypeAlias = _typing.Literal["learning_rate"]  # noqa: Y015
+    _WhichOneofArgType__learning_rate: _TypeAlias = _typing.Literal["_learning_rate", b"_learning_rate"]  # noqa: Y015
+    _WhichOneofReturnType__packing: _TypeAlias = _typing.Literal["packing"]  # noqa: Y015
+    _WhichOneofArgType__packing: _TypeAlias = _typing.Literal["_packing", b"_packing"]  # noqa: Y015
+    _WhichOneofReturnType__warmup_ratio: _TypeAlias = _typing.Literal["warmup_ratio"]  # noqa: Y015
+    _WhichOneofArgType__warmup_ratio: _TypeAlias = _typing.Literal["_warmup_ratio", b"_warmup_ratio"]  # noqa: Y015
+    _WhichOneofReturnType__weight_decay: _TypeAlias = _typing.Literal["weight_decay"]  # noqa: Y015
+    _WhichOneofArgType__weight_decay: _TypeAlias = _typing.Literal["_weight_decay", b"_weight_decay"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__assistant_only_loss) -> _WhichOneofReturnType__assistant_only_loss | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__learning_rate) -> _WhichOneofReturnType__learning_rate | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__packing) -> _WhichOneofReturnType__packing | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__warmup_ratio) -> _WhichOneofReturnType__warmup_ratio | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__weight_decay) -> _WhichOneofReturnType__weight_decay | None: ...
 
 Global___Hyperparameters: _TypeAlias = Hyperparameters  # noqa: Y015
 
@@ -969,13 +999,15 @@ class TrainingMethodInfo(_message.Message):
     plugin: _builtins.str
     """distribution that registered it"""
     @_builtins.property
-    def dataset_kinds(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.DatasetKind.ValueType]: ...
+    def dataset_kinds(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """dataset kinds the method trains on (sft, preference, unpaired, prompt, or a plugin's own)"""
+
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         description: _builtins.str = ...,
-        dataset_kinds: _abc.Iterable[_common_pb2.DatasetKind.ValueType] | None = ...,
+        dataset_kinds: _abc.Iterable[_builtins.str] | None = ...,
         plugin: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015

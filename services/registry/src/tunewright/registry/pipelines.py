@@ -1,0 +1,643 @@
+"""Pipeline runs: a persisted state machine advanced by facts.
+
+A pipeline is a YAML list of stages run in order::
+
+    name: support-tickets
+    stages:
+      - name: curate
+        kind: ingest                     # ingest | synth | candidates | feedback | train |
+        spec: {dataset: tickets, ...}    # evaluate | promote
+      - name: sft
+        kind: train
+        spec:
+          method: sft
+          base_model: tiny:llama-xs
+          datasets: [{id: "${stages.curate.dataset_version_id}"}]
+      - name: gate
+        kind: promote
+        alias: production
+        model: "${stages.sft.model_version_id}"
+
+``spec`` is the JSON form of the stage kind's request message (IngestSpec, SynthJobSpec,
+TrainingJobSpec, EvaluationSpec); strings may refer to earlier stages' outputs
+(``${stages.<name>.<output>}``), to submit-time parameters (``${params.<name>}``) and to the run
+(``${run.id}``). Starting a stage writes, in one transaction, the stage's new state and the
+request event for the owning service into the outbox, under a job id derived from the run and
+stage, so a registry killed at any point re-sends the same request (deduplicated by NATS) and
+continues from the database after restart. A ``promote`` stage runs inside the registry.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import yaml
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from tunewright.common.v1 import common_pb2
+from tunewright.core import subjects
+from tunewright.core.bus import event_meta
+from tunewright.core.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from tunewright.core.ids import stable_id
+from tunewright.evaluator.v1 import evaluator_pb2
+from tunewright.events.v1 import events_pb2
+from tunewright.ingest.v1 import ingest_pb2
+from tunewright.registry import convert, models, promotion
+from tunewright.registry.outbox import enqueue
+from tunewright.registry.records import PRODUCER, ensure_workspace
+from tunewright.synth.v1 import synth_pb2
+from tunewright.trainer.v1 import trainer_pb2
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+REF_RE = re.compile(r"\$\{([a-z]+)\.([A-Za-z0-9_.-]+)\}")
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class StageKind:
+    """How a stage kind asks its service for work and what it produces."""
+
+    outputs: tuple[str, ...]
+    spec_type: type[Message] | None = None
+    subject: str = ""
+    # builds the request event: (meta, job_id, spec) -> message
+    request: Callable[[common_pb2.EventMeta, str, Any], Message] | None = None
+    control_subject: str = ""
+
+
+KINDS: dict[str, StageKind] = {
+    "ingest": StageKind(
+        ("dataset_version_id",),
+        ingest_pb2.IngestSpec,
+        subjects.INGEST_DATASET_REQUESTED,
+        lambda m, j, s: events_pb2.IngestDatasetRequested(meta=m, job_id=j, spec=s),
+        subjects.INGEST_CONTROL_REQUESTED,
+    ),
+    "synth": StageKind(
+        ("dataset_version_id",),
+        synth_pb2.SynthJobSpec,
+        subjects.SYNTH_DATASET_REQUESTED,
+        lambda m, j, s: events_pb2.SynthDatasetRequested(meta=m, job_id=j, spec=s),
+        subjects.SYNTH_CONTROL_REQUESTED,
+    ),
+    "candidates": StageKind(
+        ("feedback_dataset",),
+        synth_pb2.SynthJobSpec,
+        subjects.SYNTH_CANDIDATES_REQUESTED,
+        lambda m, j, s: events_pb2.SynthCandidatesRequested(meta=m, job_id=j, spec=s),
+        subjects.SYNTH_CONTROL_REQUESTED,
+    ),
+    "feedback": StageKind(
+        ("dataset_version_id",),
+        synth_pb2.SynthJobSpec,
+        subjects.FEEDBACK_COLLECTION_REQUESTED,
+        lambda m, j, s: events_pb2.FeedbackCollectionRequested(meta=m, job_id=j, spec=s),
+        subjects.SYNTH_CONTROL_REQUESTED,
+    ),
+    "train": StageKind(
+        ("model_version_id",),
+        trainer_pb2.TrainingJobSpec,
+        subjects.TRAINER_JOB_REQUESTED,
+        lambda m, j, s: events_pb2.TrainerJobRequested(meta=m, job_id=j, spec=s),
+        subjects.TRAINER_CONTROL_REQUESTED,
+    ),
+    "evaluate": StageKind(
+        ("evaluation_id", "passed"),
+        evaluator_pb2.EvaluationSpec,
+        subjects.EVALUATOR_RUN_REQUESTED,
+        lambda m, j, s: events_pb2.EvaluatorRunRequested(meta=m, run_id=j, spec=s),
+        subjects.EVALUATOR_CONTROL_REQUESTED,
+    ),
+    "promote": StageKind(("model_version_id", "alias")),
+}
+
+CONTROL_MESSAGES: dict[str, Callable[..., Message]] = {
+    subjects.INGEST_CONTROL_REQUESTED: lambda **kw: events_pb2.IngestControlRequested(**kw),
+    subjects.SYNTH_CONTROL_REQUESTED: lambda **kw: events_pb2.SynthControlRequested(**kw),
+    subjects.TRAINER_CONTROL_REQUESTED: lambda **kw: events_pb2.TrainerControlRequested(**kw),
+}
+
+
+# --- the spec ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    kind: str
+    config: dict[str, Any]  # spec (or alias/model for promote), placeholders unresolved
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    name: str
+    workspace: str
+    stages: tuple[StageSpec, ...]
+
+
+def parse_spec(spec_yaml: str, parameters: dict[str, str]) -> PipelineSpec:
+    """Validate a pipeline YAML; every problem is a field violation (``stages[1].spec.method``)."""
+    try:
+        data = yaml.safe_load(spec_yaml)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise InvalidArgument(
+            f"pipeline spec is not valid YAML{where}",
+            reason="PIPELINE_SPEC_INVALID",
+            field_violations=[FieldViolation("spec_yaml", f"YAML error{where}")],
+        ) from None
+    bad: list[FieldViolation] = []
+    if not isinstance(data, dict):
+        raise InvalidArgument(
+            "pipeline spec must be a mapping with name and stages",
+            reason="PIPELINE_SPEC_INVALID",
+            field_violations=[FieldViolation("spec_yaml", "must be a mapping")],
+        )
+    for key in sorted(set(data) - {"name", "workspace", "stages", "description"}):
+        bad.append(
+            FieldViolation(key, "unknown key (allowed: name, workspace, description, stages)")
+        )
+    name = data.get("name")
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        bad.append(FieldViolation("name", f"required, must match {NAME_RE.pattern}"))
+    workspace = data.get("workspace", "default")
+    stages_data = data.get("stages")
+    if not isinstance(stages_data, list) or not stages_data:
+        bad.append(FieldViolation("stages", "required: a non-empty list"))
+        stages_data = []
+    stages: list[StageSpec] = []
+    outputs: dict[str, tuple[str, ...]] = {}
+    for i, raw in enumerate(stages_data):
+        where = f"stages[{i}]"
+        if not isinstance(raw, dict):
+            bad.append(FieldViolation(where, "must be a mapping"))
+            continue
+        stage_name, kind = raw.get("name"), raw.get("kind")
+        if not isinstance(stage_name, str) or not NAME_RE.match(stage_name):
+            bad.append(FieldViolation(f"{where}.name", f"required, must match {NAME_RE.pattern}"))
+            continue
+        if stage_name in outputs:
+            bad.append(FieldViolation(f"{where}.name", f"duplicate stage name {stage_name!r}"))
+        if kind not in KINDS:
+            bad.append(FieldViolation(f"{where}.kind", f"must be one of {', '.join(KINDS)}"))
+            continue
+        allowed = (
+            {"name", "kind", "alias", "model"} if kind == "promote" else {"name", "kind", "spec"}
+        )
+        for key in sorted(set(raw) - allowed):
+            bad.append(FieldViolation(f"{where}.{key}", f"unknown key for a {kind} stage"))
+        config = {k: v for k, v in raw.items() if k not in ("name", "kind")}
+        bad += _check_refs(config, f"{where}", outputs, parameters)
+        if kind == "promote":
+            if not isinstance(raw.get("alias"), str) or not re.match(
+                promotion.ALIAS_PATTERN, raw.get("alias", "")
+            ):
+                bad.append(FieldViolation(f"{where}.alias", "required, e.g. production"))
+        else:
+            bad += _check_message(config.get("spec", {}), KINDS[kind], f"{where}.spec")
+        outputs[stage_name] = KINDS[kind].outputs
+        stages.append(StageSpec(stage_name, kind, config))
+    if bad:
+        raise InvalidArgument(
+            f"pipeline spec has {len(bad)} problem(s): "
+            + "; ".join(f"{v.field}: {v.description}" for v in bad[:5]),
+            reason="PIPELINE_SPEC_INVALID",
+            field_violations=bad,
+        )
+    return PipelineSpec(name=name, workspace=str(workspace), stages=tuple(stages))
+
+
+def _strings(value: Any, path: str) -> list[tuple[str, str]]:
+    if isinstance(value, str):
+        return [(path, value)]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in _strings(v, f"{path}.{k}")]
+    if isinstance(value, list):
+        return [s for i, v in enumerate(value) for s in _strings(v, f"{path}[{i}]")]
+    return []
+
+
+def _check_refs(
+    config: dict[str, Any], where: str, outputs: dict[str, tuple[str, ...]], params: dict[str, str]
+) -> list[FieldViolation]:
+    bad = []
+    for path, text in _strings(config, where):
+        for scope, ref in REF_RE.findall(text):
+            if scope == "params" and ref not in params:
+                bad.append(FieldViolation(path, f"parameter {ref!r} was not given"))
+            elif scope == "stages":
+                stage, _, key = ref.partition(".")
+                if stage not in outputs:
+                    bad.append(FieldViolation(path, f"no earlier stage named {stage!r}"))
+                elif key not in outputs[stage]:
+                    bad.append(
+                        FieldViolation(path, f"stage {stage!r} outputs {', '.join(outputs[stage])}")
+                    )
+            elif scope == "run" and ref != "id":
+                bad.append(FieldViolation(path, "only ${run.id} is defined"))
+            elif scope not in ("params", "stages", "run"):
+                bad.append(FieldViolation(path, f"unknown reference scope {scope!r}"))
+    return bad
+
+
+def _check_message(spec: Any, kind: StageKind, where: str) -> list[FieldViolation]:
+    if not isinstance(spec, dict):
+        return [FieldViolation(where, "must be a mapping")]
+    assert kind.spec_type is not None
+    try:
+        json_format.ParseDict(spec, kind.spec_type())
+    except json_format.ParseError as exc:
+        return [FieldViolation(where, str(exc))]
+    return []
+
+
+def _resolve(value: Any, run: models.PipelineRun) -> Any:
+    if isinstance(value, dict):
+        return {k: _resolve(v, run) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v, run) for v in value]
+    if not isinstance(value, str):
+        return value
+    outputs = {s.name: s.outputs for s in run.stages}
+
+    def lookup(match: re.Match[str]) -> str:
+        scope, ref = match.group(1), match.group(2)
+        if scope == "params":
+            return str(run.parameters[ref])
+        if scope == "run":
+            return run.id
+        stage, _, key = ref.partition(".")
+        return str(outputs[stage][key])
+
+    return REF_RE.sub(lookup, value)
+
+
+# --- runs ----------------------------------------------------------------------------------
+
+
+def create_run(
+    session: Session,
+    *,
+    run_id: str,
+    spec_yaml: str,
+    parameters: dict[str, str],
+    requested_by: str = "",
+    trigger_event_id: str = "",
+    workspace: str = "",
+) -> tuple[models.PipelineRun, bool]:
+    """The run ``run_id`` in state queued; an existing one is returned unchanged."""
+    existing = session.get(models.PipelineRun, run_id)
+    if existing is not None:
+        return existing, False
+    spec = parse_spec(spec_yaml, parameters)
+    workspace = ensure_workspace(session, workspace or spec.workspace).name
+    run = models.PipelineRun(
+        id=run_id,
+        workspace=workspace,
+        name=spec.name,
+        spec_yaml=spec_yaml,
+        parameters=dict(parameters),
+        status="queued",
+        requested_by=requested_by,
+        trigger_event_id=trigger_event_id,
+    )
+    run.stages = [
+        models.PipelineStage(
+            run_id=run_id,
+            position=i,
+            name=s.name,
+            kind=s.kind,
+            status="queued",
+            job_id=stable_id(s.kind, run_id, s.name),
+            config=s.config,
+            outputs={},
+        )
+        for i, s in enumerate(spec.stages)
+    ]
+    session.add(run)
+    session.flush()
+    _event(session, run, "", "queued", f"pipeline {spec.name} queued ({len(spec.stages)} stages)")
+    return run, True
+
+
+def reject_run(
+    session: Session,
+    *,
+    run_id: str,
+    spec_yaml: str,
+    error: InvalidArgument,
+    workspace: str,
+    requested_by: str,
+) -> models.PipelineRun:
+    """Record a pipeline request (from an outside system) whose spec is invalid, as failed."""
+    existing = session.get(models.PipelineRun, run_id)
+    if existing is not None:
+        return existing
+    ensure_workspace(session, workspace)
+    run = models.PipelineRun(
+        id=run_id,
+        workspace=workspace or "default",
+        name="invalid",
+        spec_yaml=spec_yaml,
+        parameters={},
+        status="queued",
+        requested_by=requested_by,
+    )
+    session.add(run)
+    session.flush()
+    _finish(session, run, "failed", _error(error))
+    return run
+
+
+def get_run(session: Session, run_id: str) -> models.PipelineRun:
+    run = session.get(models.PipelineRun, run_id)
+    if run is None:
+        raise NotFound(f"pipeline run {run_id} not found", reason="PIPELINE_RUN_NOT_FOUND")
+    return run
+
+
+def advance(session: Session, run: models.PipelineRun) -> None:
+    """Start the next stage, or finish the run. Idempotent: safe to call on any fact."""
+    while run.status not in TERMINAL:
+        if run.status == "queued":
+            run.status = "running"
+            _announce_started(session, run)
+        stage = next((s for s in run.stages if s.status != "succeeded"), None)
+        if stage is None:
+            model = next(
+                (
+                    s.outputs["model_version_id"]
+                    for s in reversed(run.stages)
+                    if s.outputs.get("model_version_id")
+                ),
+                "",
+            )
+            run.model_version_id = model
+            _finish(session, run, "succeeded", None)
+            return
+        if stage.status in ("failed", "cancelled"):
+            _finish(session, run, stage.status, stage.error, failed_stage=stage.name)
+            return
+        if stage.status == "running":
+            return  # waiting for the owning service's fact
+        _start_stage(session, run, stage)
+
+
+def _start_stage(session: Session, run: models.PipelineRun, stage: models.PipelineStage) -> None:
+    stage.status = "running"
+    stage.started_at = datetime.now(UTC)
+    kind = KINDS[stage.kind]
+    if stage.kind == "promote":
+        _event(session, run, stage.name, "running", "promotion started")
+        _promote(session, run, stage)
+        return
+    assert kind.spec_type is not None and kind.request is not None
+    spec = json_format.ParseDict(_resolve(stage.config.get("spec", {}), run), kind.spec_type())
+    if hasattr(spec, "workspace") and not spec.workspace:
+        spec.workspace = run.workspace
+    meta = event_meta(producer=PRODUCER, workspace=run.workspace, correlation_id=run.id)
+    enqueue(
+        session,
+        kind.subject,
+        kind.request(meta, stage.job_id, spec),
+        key=stage.job_id,
+        workspace=run.workspace,
+        correlation_id=run.id,
+    )
+    _stage_changed(session, run, stage, f"{stage.kind} job {stage.job_id} requested")
+
+
+def _promote(session: Session, run: models.PipelineRun, stage: models.PipelineStage) -> None:
+    config = _resolve(stage.config, run)
+    model = config.get("model") or next(
+        (
+            s.outputs["model_version_id"]
+            for s in reversed(run.stages)
+            if s.outputs.get("model_version_id")
+        ),
+        "",
+    )
+    try:
+        if not model:
+            raise InvalidArgument("no model to promote: no earlier stage produced one")
+        result = promotion.promote(
+            session,
+            workspace=run.workspace,
+            model_version_id=model,
+            alias=config["alias"],
+            actor=f"pipeline:{run.id}",
+        )
+    except (FailedPrecondition, InvalidArgument, NotFound) as exc:
+        _complete_stage(session, run, stage, "failed", {}, _error(exc))
+        return
+    outputs = {"model_version_id": model, "alias": config["alias"]}
+    if result.evaluation_id:
+        outputs["evaluation_id"] = result.evaluation_id
+    _complete_stage(session, run, stage, "succeeded", outputs, None)
+
+
+def _complete_stage(
+    session: Session,
+    run: models.PipelineRun,
+    stage: models.PipelineStage,
+    status: str,
+    outputs: dict[str, Any],
+    error: dict[str, Any] | None,
+) -> None:
+    stage.status = status
+    stage.outputs = {**stage.outputs, **outputs}
+    stage.error = error
+    stage.finished_at = datetime.now(UTC)
+    message = f"{stage.kind} {status}"
+    if error:
+        message += f": {error.get('message', '')}"
+    _stage_changed(session, run, stage, message)
+
+
+def on_job_outcome(
+    session: Session,
+    job_id: str,
+    status: str,
+    outputs: dict[str, Any] | None = None,
+    error: dict[str, Any] | None = None,
+) -> models.PipelineRun | None:
+    """A service reported the end of job ``job_id``; advance the pipeline that asked for it."""
+    stage = session.scalar(
+        select(models.PipelineStage).where(models.PipelineStage.job_id == job_id)
+    )
+    if stage is None:
+        return None  # not a pipeline's job
+    run = session.get(models.PipelineRun, stage.run_id)
+    assert run is not None
+    if stage.status != "running" or run.status in TERMINAL:
+        return run  # a late or repeated outcome changes nothing
+    _complete_stage(session, run, stage, status, outputs or {}, error)
+    advance(session, run)
+    return run
+
+
+def on_job_message(session: Session, job_id: str, message: str) -> None:
+    stage = session.scalar(
+        select(models.PipelineStage).where(models.PipelineStage.job_id == job_id)
+    )
+    if stage is not None:
+        run = session.get(models.PipelineRun, stage.run_id)
+        if run is not None and run.status not in TERMINAL:
+            _event(session, run, stage.name, stage.status, message)
+
+
+def cancel_run(session: Session, run_id: str, reason: str) -> models.PipelineRun:
+    run = get_run(session, run_id)
+    if run.status in TERMINAL:
+        return run
+    for stage in run.stages:
+        if stage.status == "running":
+            kind = KINDS[stage.kind]
+            build = CONTROL_MESSAGES.get(kind.control_subject)
+            if build is not None:
+                enqueue(
+                    session,
+                    kind.control_subject,
+                    build(
+                        meta=event_meta(
+                            producer=PRODUCER, workspace=run.workspace, correlation_id=run.id
+                        ),
+                        job_id=stage.job_id,
+                        action=events_pb2.CONTROL_ACTION_CANCEL,
+                        reason=reason,
+                    ),
+                    key=f"cancel-{stage.job_id}",
+                    workspace=run.workspace,
+                )
+            elif kind.control_subject == subjects.EVALUATOR_CONTROL_REQUESTED:
+                enqueue(
+                    session,
+                    kind.control_subject,
+                    events_pb2.EvaluatorControlRequested(
+                        meta=event_meta(
+                            producer=PRODUCER, workspace=run.workspace, correlation_id=run.id
+                        ),
+                        run_id=stage.job_id,
+                        action=events_pb2.CONTROL_ACTION_CANCEL,
+                        reason=reason,
+                    ),
+                    key=f"cancel-{stage.job_id}",
+                    workspace=run.workspace,
+                )
+            _complete_stage(session, run, stage, "cancelled", {}, None)
+    _finish(session, run, "cancelled", {"reason": "CANCELLED", "message": reason or "cancelled"})
+    return run
+
+
+# --- events --------------------------------------------------------------------------------
+
+
+def _error(exc: InvalidArgument | FailedPrecondition | NotFound) -> dict[str, Any]:
+    detail = common_pb2.ErrorDetail(
+        reason=exc.reason,
+        message=exc.message,
+        field_violations=[
+            common_pb2.FieldViolation(field=v.field, description=v.description)
+            for v in exc.field_violations
+        ],
+    )
+    return convert.to_json(detail)
+
+
+def _event(
+    session: Session,
+    run: models.PipelineRun,
+    stage: str,
+    status: str,
+    message: str,
+    level: str = "info",
+) -> None:
+    sequence = session.scalar(
+        select(func.coalesce(func.max(models.PipelineEvent.sequence), 0)).where(
+            models.PipelineEvent.run_id == run.id
+        )
+    )
+    session.add(
+        models.PipelineEvent(
+            run_id=run.id,
+            sequence=int(sequence or 0) + 1,
+            stage=stage,
+            status=status,
+            message=message,
+            level=level,
+        )
+    )
+    session.flush()
+
+
+def _stage_changed(
+    session: Session, run: models.PipelineRun, stage: models.PipelineStage, message: str
+) -> None:
+    level = "error" if stage.status == "failed" else "info"
+    _event(session, run, stage.name, stage.status, message, level)
+    enqueue(
+        session,
+        subjects.PIPELINE_STAGE_CHANGED,
+        events_pb2.PipelineStageChanged(
+            meta=event_meta(producer=PRODUCER, workspace=run.workspace, correlation_id=run.id),
+            run_id=run.id,
+            stage=convert.stage_pb(stage),
+        ),
+        key=f"{run.id}/{stage.name}/{stage.status}",
+        workspace=run.workspace,
+        correlation_id=run.id,
+    )
+
+
+def _announce_started(session: Session, run: models.PipelineRun) -> None:
+    _event(session, run, "", "running", "pipeline started")
+    enqueue(
+        session,
+        subjects.PIPELINE_RUN_STARTED,
+        events_pb2.PipelineRunStarted(
+            meta=event_meta(producer=PRODUCER, workspace=run.workspace, correlation_id=run.id),
+            run_id=run.id,
+            name=run.name,
+            stages=[s.name for s in run.stages],
+        ),
+        key=run.id,
+        workspace=run.workspace,
+        correlation_id=run.id,
+    )
+
+
+def _finish(
+    session: Session,
+    run: models.PipelineRun,
+    status: str,
+    error: dict[str, Any] | None,
+    failed_stage: str = "",
+) -> None:
+    run.status = status
+    run.error = error
+    run.finished_at = datetime.now(UTC)
+    message = f"pipeline {status}"
+    if failed_stage:
+        message += f" at stage {failed_stage}"
+    if error:
+        message += f": {error.get('message', '')}"
+    _event(session, run, failed_stage, status, message, "error" if status == "failed" else "info")
+    enqueue(
+        session,
+        subjects.PIPELINE_RUN_COMPLETED,
+        events_pb2.PipelineRunCompleted(
+            meta=event_meta(producer=PRODUCER, workspace=run.workspace, correlation_id=run.id),
+            run=convert.pipeline_run_pb(run),
+        ),
+        key=run.id,
+        workspace=run.workspace,
+        correlation_id=run.id,
+    )

@@ -1,0 +1,185 @@
+"""The pipeline state machine on a real database: validation with field paths, stages started
+in order through outbox requests, outputs wired into later stages, the promotion gate, cancel."""
+
+from __future__ import annotations
+
+import pytest
+from registry_builders import (
+    curated,
+    dataset_version,
+    evaluation_completed,
+    evaluation_run,
+    trainer_succeeded,
+)
+from sqlalchemy import select
+
+from tunewright.core import subjects as s
+from tunewright.core.bus import decode_event
+from tunewright.core.errors import InvalidArgument
+from tunewright.registry import facts, models, pipelines
+from tunewright.registry.db import Database
+
+SPEC = """
+name: support-tickets
+stages:
+  - name: curate
+    kind: ingest
+    spec: {dataset: tickets, source: {uri: "${params.source}"}}
+  - name: sft
+    kind: train
+    spec:
+      method: sft
+      base_model: tiny:llama-xs
+      output_model: support-bot
+      datasets: [{id: "${stages.curate.dataset_version_id}"}]
+  - name: eval
+    kind: evaluate
+    spec:
+      candidate: {role: candidate, model: {id: "${stages.sft.model_version_id}"}}
+      baselines: [{role: base, base_model: tiny:llama-xs}]
+  - name: ship
+    kind: promote
+    alias: production
+"""
+
+
+def _requests(db: Database) -> list[tuple[str, object]]:
+    with db.transaction() as session:
+        rows = session.scalars(select(models.OutboxEvent).order_by(models.OutboxEvent.seq))
+        return [
+            (r.subject, decode_event(r.message_type, r.payload))
+            for r in rows
+            if r.subject.endswith(".requested")
+        ]
+
+
+def _apply(db: Database, message: object, msg_id: str) -> None:
+    with db.transaction() as session:
+        facts.apply_fact(session, message, durable="registry-facts", msg_id=msg_id)  # type: ignore[arg-type]
+
+
+def _start(db: Database, spec: str = SPEC) -> str:
+    with db.transaction() as session:
+        run, _ = pipelines.create_run(
+            session,
+            run_id="pipe-1",
+            spec_yaml=spec,
+            parameters={"source": "tw-artifact:sha256:abc"},
+        )
+        pipelines.advance(session, run)
+        return run.id
+
+
+def _run(db: Database, run_id: str = "pipe-1") -> models.PipelineRun:
+    with db.transaction() as session:
+        return pipelines.get_run(session, run_id)
+
+
+def test_invalid_specs_name_every_bad_field() -> None:
+    bad = """
+name: Bad Name
+extra: 1
+stages:
+  - {name: a, kind: ingest, spec: {dataset: x, nonsense: 1}}
+  - {name: a, kind: train, spec: {datasets: [{id: "${stages.zzz.dataset_version_id}"}]}}
+  - {name: c, kind: teleport}
+  - {name: d, kind: promote}
+  - {name: e, kind: train, spec: {base_model: "${params.missing}"}}
+"""
+    with pytest.raises(InvalidArgument) as info:
+        pipelines.parse_spec(bad, {})
+    fields = {v.field for v in info.value.field_violations}
+    assert {
+        "name",
+        "extra",
+        "stages[0].spec",
+        "stages[1].name",
+        "stages[1].spec.datasets[0].id",
+        "stages[2].kind",
+        "stages[3].alias",
+        "stages[4].spec.base_model",
+    } <= fields
+    with pytest.raises(InvalidArgument, match="line 1"):
+        pipelines.parse_spec("name: [unclosed", {})
+
+
+def test_a_pipeline_runs_stage_by_stage_and_promotes_what_passed(db: Database) -> None:
+    run_id = _start(db)
+    ((subject, ingest),) = _requests(db)
+    assert subject == s.INGEST_DATASET_REQUESTED
+    assert ingest.spec.source.uri == "tw-artifact:sha256:abc"  # parameter substituted
+    assert ingest.spec.workspace == "default"
+
+    _apply(db, curated(ingest.job_id, dataset_version("dv-1")), "f1")
+    subject, train = _requests(db)[-1]
+    assert subject == s.TRAINER_JOB_REQUESTED
+    assert [d.id for d in train.spec.datasets] == ["dv-1"]  # output of the curate stage
+
+    _apply(
+        db,
+        trainer_succeeded(train.job_id, model_version_id="mv-1", method="sft", datasets=["dv-1"]),
+        "f2",
+    )
+    subject, evaluate = _requests(db)[-1]
+    assert subject == s.EVALUATOR_RUN_REQUESTED
+    assert evaluate.spec.candidate.model.id == "mv-1"
+
+    _apply(db, evaluation_completed(evaluation_run(evaluate.run_id, "mv-1")), "f3")
+    run = _run(db, run_id)
+    assert run.status == "succeeded"
+    assert run.model_version_id == "mv-1"
+    assert [s.status for s in run.stages] == ["succeeded"] * 4
+    assert run.stages[3].outputs == {
+        "model_version_id": "mv-1",
+        "alias": "production",
+        "evaluation_id": evaluate.run_id,
+    }
+    with db.transaction() as session:
+        alias = session.get(models.Alias, ("default", "support-bot", "production"))
+        assert alias is not None and alias.model_version_id == "mv-1"
+        completed = session.scalars(
+            select(models.OutboxEvent).where(models.OutboxEvent.subject == s.PIPELINE_RUN_COMPLETED)
+        ).all()
+        assert len(completed) == 1
+
+
+def test_a_failing_gate_fails_the_pipeline_at_the_promote_stage(db: Database) -> None:
+    _start(db)
+    ingest = _requests(db)[-1][1]
+    _apply(db, curated(ingest.job_id, dataset_version("dv-1")), "f1")
+    train = _requests(db)[-1][1]
+    _apply(
+        db,
+        trainer_succeeded(train.job_id, model_version_id="mv-1", method="sft", datasets=["dv-1"]),
+        "f2",
+    )
+    evaluate = _requests(db)[-1][1]
+    _apply(db, evaluation_completed(evaluation_run(evaluate.run_id, "mv-1", passed=False)), "f3")
+    run = _run(db)
+    assert run.status == "failed"
+    assert run.stages[3].status == "failed"
+    assert run.error is not None and run.error["reason"] == "NO_PASSING_EVALUATION"
+
+
+def test_repeated_and_unrelated_facts_change_nothing(db: Database) -> None:
+    _start(db)
+    ingest = _requests(db)[-1][1]
+    fact = curated(ingest.job_id, dataset_version("dv-1"))
+    _apply(db, fact, "f1")
+    _apply(db, fact, "f1-again")  # the same outcome under another message id
+    _apply(db, curated("someone-elses-job", dataset_version("dv-2")), "f2")
+    assert len(_requests(db)) == 2  # one ingest request, one training request
+    assert _run(db).stages[1].status == "running"
+
+
+def test_cancel_stops_the_running_stage_and_asks_its_service_to_cancel(db: Database) -> None:
+    _start(db)
+    with db.transaction() as session:
+        run = pipelines.cancel_run(session, "pipe-1", "changed my mind")
+        assert run.status == "cancelled"
+    with db.transaction() as session:
+        subjects = list(session.scalars(select(models.OutboxEvent.subject)))
+    assert s.INGEST_CONTROL_REQUESTED in subjects
+    ingest = _requests(db)[0][1]
+    _apply(db, curated(ingest.job_id, dataset_version("dv-1")), "late")  # too late: ignored
+    assert _run(db).status == "cancelled"
