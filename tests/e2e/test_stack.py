@@ -14,8 +14,21 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import SecretStr
 
+from tunewright.cli.stack import (
+    Probe,
+    ServiceProcess,
+    Stack,
+    StackError,
+    StackSettings,
+    StackState,
+    mask_url,
+    service_env,
+)
 from tunewright.core import catalog
+from tunewright.core.nats_server import find_binary
+from tunewright.core.settings import GrpcSettings
 
 TW = str(Path(sys.executable).parent / "tunewright")
 SERVICES = ("registry", "ingest", "synth", "trainer", "evaluator")
@@ -60,6 +73,10 @@ def stack_dir(tmp_path: Path) -> Iterator[Path]:
     (tmp_path / "tunewright.yaml").write_text(yaml.safe_dump(config))
     yield tmp_path
     _tw("down", "--config", "tunewright.yaml", cwd=tmp_path, check=False)
+
+
+def state_text_of(data_dir: Path) -> str:
+    return (data_dir / ".tunewright" / "stack.json").read_text()
 
 
 def _pids(data_dir: Path) -> dict[str, int]:
@@ -145,3 +162,173 @@ def test_unknown_setting_is_an_error(tmp_path: Path) -> None:
     result = _tw("up", "--config", "bad.yaml", cwd=tmp_path, check=False)
     assert result.returncode != 0
     assert "nats_prot" in result.stderr
+
+
+def test_mask_url_hides_credentials() -> None:
+    assert mask_url("nats://u:pw@h:1,tls://tok@h2:2,nats://h3:3") == (
+        "nats://***@h:1,tls://***@h2:2,nats://h3:3"
+    )
+    assert mask_url("nats://127.0.0.1:4222") == "nats://127.0.0.1:4222"
+
+
+def test_service_env_hands_on_every_shared_setting(tmp_path: Path) -> None:
+    settings = StackSettings(
+        workspace="acme",
+        data_dir=tmp_path,
+        nats={"url": "nats://h:1", "user": "u", "password": "pw", "creds_file": "x.creds"},
+        grpc={"auth_token": "tok", "grace_period_s": 2},
+        log={"level": "DEBUG", "json": False},
+        plugins={"disabled": ["a", "b"]},
+        artifacts={"backend": "nats"},
+    )
+    env = service_env(settings)
+    assert env["TW_WORKSPACE"] == "acme"
+    assert env["TW_DATA_DIR"] == str(tmp_path)
+    assert env["TW_NATS__PASSWORD"] == "pw" and env["TW_NATS__USER"] == "u"
+    assert env["TW_NATS__CREDS_FILE"] == str(Path("x.creds").resolve())  # children run elsewhere
+    assert env["TW_GRPC__AUTH_TOKEN"] == "tok" and env["TW_GRPC__GRACE_PERIOD_S"] == "2.0"
+    assert env["TW_LOG__LEVEL"] == "DEBUG" and env["TW_LOG__JSON"] == "false"
+    assert env["TW_PLUGINS__DISABLED"] == '["a", "b"]'
+    assert env["TW_ARTIFACTS__BACKEND"] == "nats"
+    assert "TW_NATS__TOKEN" not in env  # unset stays unset
+    assert not [k for k in env if k.startswith(("TW_STACK", "TW_SERVICE_NAME"))]
+
+
+def test_probe_follows_the_grpc_settings(tmp_path: Path) -> None:
+    assert Probe.from_settings(GrpcSettings(host="0.0.0.0")).host == "127.0.0.1"
+    assert Probe.from_settings(GrpcSettings(host="::1")).host == "[::1]"
+    cert = tmp_path / "cert.pem"
+    cert.write_bytes(b"PEM")
+    probe = Probe.from_settings(
+        GrpcSettings(
+            host="10.1.2.3",
+            tls_cert_file=cert,
+            tls_key_file=tmp_path / "key.pem",
+            auth_token=SecretStr("tok"),
+        )
+    )
+    assert (probe.host, probe.root_cert) == ("10.1.2.3", b"PEM")
+    assert probe.metadata == (("authorization", "Bearer tok"),)
+    missing = GrpcSettings(tls_cert_file=tmp_path / "absent.pem", tls_key_file=cert)
+    with pytest.raises(StackError, match=r"grpc.tls_cert_file .*absent.pem: cannot read"):
+        Probe.from_settings(missing)
+
+
+def test_recorded_nats_url_is_masked_and_status_uses_the_configured_one(tmp_path: Path) -> None:
+    settings = StackSettings(data_dir=tmp_path, nats={"url": "nats://u:pw@h:1"})
+    StackState(nats_url=mask_url(settings.nats.url), embedded_nats=False).save(tmp_path)
+    assert "pw" not in (tmp_path / "stack.json").read_text()
+    assert Stack(settings).nats_url() == "nats://u:pw@h:1"
+    other = StackSettings(data_dir=tmp_path, nats={"url": "nats://h:1"})
+    assert Stack(other).nats_url() == "nats://h:1"  # credentials must come from nats.user/...
+
+
+@pytest.fixture
+def nats_with_password(tmp_path: Path) -> Iterator[str]:
+    """A nats-server that wants user ``tw`` / password ``s3cret-pw``; yields its address."""
+    (port,) = _free_ports(1)
+    store = tmp_path / "external-nats"
+    args = [str(find_binary()), "-js", "-sd", str(store), "-a", "127.0.0.1", "-p", str(port)]
+    proc = subprocess.Popen(
+        [*args, "--user", "tw", "--pass", "s3cret-pw"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_up_hands_settings_to_services_and_probes_with_tls_and_token(
+    stack_dir: Path, nats_with_password: str
+) -> None:
+    cert, key = stack_dir / "cert.pem", stack_dir / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    config = yaml.safe_load((stack_dir / "tunewright.yaml").read_text())
+    config.update(
+        workspace="acme",
+        log={"level": "DEBUG"},
+        # relative paths: the services run in the data dir, the CLI makes them absolute
+        grpc={"tls_cert_file": "cert.pem", "tls_key_file": "key.pem", "auth_token": "t0ken"},
+        nats={"user": "tw", "password": "s3cret-pw"},
+    )
+    (stack_dir / "tunewright.yaml").write_text(yaml.safe_dump(config))
+    url = f"nats://tw:s3cret-pw@{nats_with_password}"
+    # the services only reach SERVING if they got the NATS credentials and the TLS files
+    up = _tw("up", "--config", "tunewright.yaml", "--nats-url", url, cwd=stack_dir)
+    status = _tw("status", "--json", "--config", "tunewright.yaml", cwd=stack_dir)
+    report = json.loads(status.stdout)
+    assert report["healthy"] is True, status.stdout  # TLS probes, NATS with credentials
+    # status knows the URL from stack.json, masked: it connects without the userinfo, with
+    # the configured nats.user / nats.password
+    assert report["nats"]["url"] == f"nats://{nats_with_password}"
+    assert f"nats://***@{nats_with_password}" in state_text_of(stack_dir)
+    for svc in report["services"]:
+        assert f"tunewright.{svc['name']}.v1.{svc['name'].capitalize()}Service" in set(
+            svc["reflected_services"]
+        )
+    state_text = state_text_of(stack_dir)
+    for text in (up.stdout, up.stderr, status.stdout, status.stderr, state_text):
+        assert "s3cret-pw" not in text and "t0ken" not in text
+
+    pid = json.loads(state_text)["services"]["trainer"]["pid"]
+    env = dict(
+        line.split("=", 1)
+        for line in Path(f"/proc/{pid}/environ").read_text().split("\0")
+        if "=" in line
+    )
+    assert env["TW_WORKSPACE"] == "acme" and env["TW_LOG__LEVEL"] == "DEBUG"
+    assert env["TW_GRPC__TLS_CERT_FILE"] == str(cert.resolve())
+    assert env["TW_NATS__PASSWORD"] == "s3cret-pw"
+    assert "TW_CONFIG" not in env
+    log = (stack_dir / ".tunewright" / "logs" / "trainer.log").read_text()
+    assert '"level": "DEBUG"' in log  # the service really runs at the configured level
+
+
+# stands in for a service (its argv names the module, as process_alive checks) that ignores
+# SIGTERM and has a child of its own
+STUBBORN_SERVICE = """
+import signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+print(child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_down_kills_the_process_group_after_the_timeout(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STUBBORN_SERVICE, "tunewright.trainer.server"],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    child_pid = int(proc.stdout.readline())
+    settings = StackSettings(data_dir=tmp_path, stack={"stop_timeout_s": 0.3})
+    said: list[str] = []
+    Stack(settings, say=said.append)._terminate(
+        [ServiceProcess(name="trainer", pid=proc.pid, port=0, log_file="")]
+    )
+    assert said == ["trainer: did not stop in time, killing"]
+    assert proc.wait(5) == -9
+    deadline = time.monotonic() + 5
+    while _alive(child_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child_pid), "the service's child outlived it"

@@ -149,6 +149,23 @@ async def test_corrupted_content_is_detected_on_every_read(
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".out.bin.tmp")]
 
 
+async def test_local_put_repairs_a_corrupted_copy_of_the_same_size(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path / "store")
+    ref = await store.put_bytes(b"the real adapter")
+    path = store.path_for(ref)
+    await corrupt(store, ref, b"the fake adapter")  # same size: a size check would skip it
+    inode = path.stat().st_ino
+    assert await store.put_bytes(b"the real adapter") == ref
+    assert await store.get_bytes(ref) == b"the real adapter"
+    assert path.stat().st_ino != inode  # renamed into place, not rewritten in place
+    assert path.stat().st_mode & 0o777 == 0o444
+    assert list((tmp_path / "store" / "tmp").iterdir()) == []
+    # an intact copy is left alone
+    inode = path.stat().st_ino
+    await store.put_bytes(b"the real adapter")
+    assert path.stat().st_ino == inode
+
+
 async def test_missing_artifact(store: ArtifactStore, tmp_path: Path) -> None:
     ref = ArtifactRef(hashlib.sha256(b"never stored").hexdigest())
     assert not await store.exists(ref)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import logging
 import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import nats
 import pytest
 from google.protobuf import struct_pb2
 
+from tunewright.core import bus as bus_module
 from tunewright.core import catalog
 from tunewright.core import subjects as s
 from tunewright.core.bus import (
@@ -22,12 +25,15 @@ from tunewright.core.bus import (
     EventBus,
     KvProcessedStore,
     MemoryProcessedStore,
+    Subscription,
     UndecodableMessage,
+    dead_letter_reason,
     idempotent,
     message_id,
 )
 from tunewright.core.catalog import ConsumerSpec
 from tunewright.core.errors import InvalidArgument
+from tunewright.core.logs import configure_logging
 from tunewright.core.nats_server import NatsServer
 from tunewright.events.v1 import events_pb2
 
@@ -56,6 +62,18 @@ async def eventually(check: Callable[[], bool | Awaitable[bool]], within_s: floa
 
 def job(job_id: str) -> events_pb2.TrainerJobRequested:
     return events_pb2.TrainerJobRequested(job_id=job_id)
+
+
+@pytest.fixture
+def json_log() -> Iterator[io.StringIO]:
+    """What the service's JSON log handler writes, at DEBUG."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    buffer = io.StringIO()
+    configure_logging(service="test", level="DEBUG", stream=buffer)
+    yield buffer
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture
@@ -189,12 +207,15 @@ async def dead_letter(bus: EventBus, subject: str) -> nats.js.api.RawStreamMsg:
     return await bus.js.get_last_msg("TW_DLQ", s.dead_letter_subject(subject))
 
 
-async def test_handler_always_failing_lands_in_dlq_after_max_deliver(bus: EventBus) -> None:
+async def test_handler_always_failing_lands_in_dlq_after_max_deliver(
+    bus: EventBus, json_log: io.StringIO
+) -> None:
     calls: list[int] = []
+    row = '{"prompt": "my SSN is 123-45-6789"}'
 
     async def broken(d: Delivery) -> None:
         calls.append(d.num_delivered)
-        raise RuntimeError("boom\nsecond line")
+        raise RuntimeError(f"boom\n{row}")
 
     await bus.publish(SUBJECT, job("j1"), key="j1", correlation_id="c1")
     await bus.consume(WORKER, broken)
@@ -202,12 +223,16 @@ async def test_handler_always_failing_lands_in_dlq_after_max_deliver(bus: EventB
     assert calls == [1, 2, 3]
     headers = dlq.headers or {}
     assert headers[s.HEADER_DLQ_ORIGINAL_SUBJECT] == SUBJECT
-    assert headers[s.HEADER_DLQ_REASON] == "RuntimeError: boom second line"
+    # not a domain error: its message may quote the payload, so only the type travels
+    assert headers[s.HEADER_DLQ_REASON] == "RuntimeError"
     assert headers[s.HEADER_DLQ_DELIVERIES] == "3"
     assert headers[s.HEADER_CORRELATION_ID] == "c1"
     assert headers[s.HEADER_EVENT_TYPE] == "tunewright.events.v1.TrainerJobRequested"
     assert dlq.data == job("j1").SerializeToString(deterministic=True)
     await eventually(lambda: _async_eq(consumer_state(bus), (0, 0)))
+    logged = json_log.getvalue()
+    assert "handler failed for good" in logged and "error=RuntimeError" in logged
+    assert "123-45-6789" not in logged and "RuntimeError: <redacted>" in logged
 
 
 async def test_permanent_error_dead_letters_at_once(bus: EventBus) -> None:
@@ -222,7 +247,17 @@ async def test_permanent_error_dead_letters_at_once(bus: EventBus) -> None:
     dlq = await dead_letter(bus, SUBJECT)
     assert calls == [1]
     assert (dlq.headers or {})[s.HEADER_DLQ_DELIVERIES] == "1"
-    assert (dlq.headers or {})[s.HEADER_DLQ_REASON].startswith("InvalidArgument: base model")
+    assert (dlq.headers or {})[s.HEADER_DLQ_REASON] == (
+        "InvalidArgument[INVALID_ARGUMENT]: base model tiny:nope does not exist"
+    )
+
+
+def test_dead_letter_reason_keeps_only_domain_messages() -> None:
+    assert dead_letter_reason(ValueError("row 7: jane@example.com")) == "ValueError"
+    assert dead_letter_reason(InvalidArgument("bad\r\nsplit", reason="BAD_SPLIT")) == (
+        "InvalidArgument[BAD_SPLIT]: bad  split"
+    )
+    assert len(dead_letter_reason(InvalidArgument("x" * 1000))) == 400
 
 
 async def test_long_handler_is_kept_alive_by_in_progress_acks(bus: EventBus) -> None:
@@ -238,8 +273,8 @@ async def test_long_handler_is_kept_alive_by_in_progress_acks(bus: EventBus) -> 
     assert deliveries == [1]
 
 
-# The child binds the durable, performs the effect, marks the message processed and is
-# SIGKILLed before it can ack: the worst moment for a crash.
+# The child binds the durable, performs the effect and is SIGKILLed, either after marking
+# the message processed but before acking it, or between the effect and the mark.
 CRASHING_CONSUMER = """
 import asyncio, os, signal, sys
 from dataclasses import replace
@@ -248,10 +283,10 @@ from pathlib import Path
 from tunewright.core import catalog
 from tunewright.core.bus import EventBus, idempotent
 
-url, effects = sys.argv[1], Path(sys.argv[2])
+url, effects, when = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 
 
-class DieAfterMark:
+class Die:
     def __init__(self, inner):
         self.inner = inner
 
@@ -259,7 +294,8 @@ class DieAfterMark:
         return await self.inner.seen(key)
 
     async def mark(self, key):
-        await self.inner.mark(key)
+        if when == "after-mark":
+            await self.inner.mark(key)
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -271,7 +307,7 @@ async def effect(d):
 async def main():
     spec = replace(catalog.consumer("trainer-worker"), ack_wait_s=1.0)
     bus = await EventBus.connect(url, name="doomed", consumers=[spec])
-    store = DieAfterMark(await bus.processed_store())
+    store = Die(await bus.processed_store())
     await bus.consume("trainer-worker", idempotent(effect, store))
     await asyncio.sleep(30)
 
@@ -280,8 +316,19 @@ asyncio.run(main())
 """
 
 
-async def test_killed_consumer_message_is_redelivered_and_effect_happens_once(
-    bus: EventBus, nats_url: str, tmp_path: Path
+@pytest.mark.parametrize(
+    ("when", "effects_seen"),
+    [
+        # marked, then killed before the ack: the redelivery is skipped, the effect happened once
+        ("after-mark", 1),
+        # killed between effect and mark: the KV store is not in the effect's transaction,
+        # so the redelivery repeats the effect. This is why idempotent() promises
+        # effect-once only for a store written in the same transaction as the effect.
+        ("before-mark", 2),
+    ],
+)
+async def test_killed_consumer_message_is_redelivered(
+    bus: EventBus, nats_url: str, tmp_path: Path, when: str, effects_seen: int
 ) -> None:
     effects = tmp_path / "effects.txt"
 
@@ -296,6 +343,7 @@ async def test_killed_consumer_message_is_redelivered_and_effect_happens_once(
         CRASHING_CONSUMER,
         nats_url,
         str(effects),
+        when,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
         stderr=subprocess.PIPE,
     )
@@ -313,7 +361,7 @@ async def test_killed_consumer_message_is_redelivered_and_effect_happens_once(
     await bus.consume(WORKER, observed)
     await eventually(lambda: deliveries == [2])  # redelivered after ack_wait
     await eventually(lambda: _async_eq(consumer_state(bus), (0, 0)))
-    assert effects.read_text().splitlines() == [message_id(SUBJECT, "j1")]
+    assert effects.read_text().splitlines() == [message_id(SUBJECT, "j1")] * effects_seen
 
 
 async def test_idempotent_runs_once_per_durable_and_skips_repeats(bus: EventBus) -> None:
@@ -333,9 +381,9 @@ async def test_idempotent_runs_once_per_durable_and_skips_repeats(bus: EventBus)
     # facts are read by several durables: the default key is scoped by durable
     await bus.publish(s.TRAINER_JOB_SUCCEEDED, events_pb2.TrainerJobSucceeded(job_id="j"), key="j")
     await bus.consume("registry-facts", capture)
-    await bus.consume("pipeline-facts", capture)
+    await bus.consume("evaluator-on-training", capture)
     await eventually(lambda: len(got) == 2)
-    assert sorted(runs) == ["pipeline-facts", "registry-facts"]
+    assert sorted(runs) == ["evaluator-on-training", "registry-facts"]
     for d in got:  # a redelivery of either is acked without running again
         await wrapped(replace(d, num_delivered=2))
     assert len(runs) == 2
@@ -413,3 +461,130 @@ async def test_consumer_survives_a_server_restart(nats_server: NatsServer) -> No
         await b.publish(SUBJECT, job("after"), key="after")
         await eventually(lambda: got == ["before", "after"], within_s=10)
         await b.close()
+
+
+async def test_consumer_specs_are_checked(nats_url: str) -> None:
+    nc = await nats.connect(nats_url)
+    try:
+        spec = catalog.consumer(WORKER)
+        for bad, match in [
+            ({"backoff_s": ()}, "backoff_s must not be empty"),
+            ({"max_deliver": 0}, "max_deliver must be >= 1"),
+            ({"ack_wait_s": 0.0}, "ack_wait_s must be > 0"),
+        ]:
+            with pytest.raises(ValueError, match=f"consumer '{WORKER}': {match}"):
+                EventBus(nc, consumers=[replace(spec, **bad)])  # type: ignore[arg-type]
+        b = EventBus(nc, consumers=[spec])
+        await b.declare()
+        b.consumers[WORKER] = replace(spec, backoff_s=())
+        with pytest.raises(ValueError, match="backoff_s must not be empty"):
+            await b.consume(WORKER, _noop)
+    finally:
+        await nc.close()
+
+
+async def test_duplicate_publish_is_logged_at_info(
+    bus: EventBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tunewright.core.bus")
+    await bus.publish(SUBJECT, job("j1"), key="j1")
+    assert not [r for r in caplog.records if "duplicate" in r.getMessage()]
+    await bus.publish(SUBJECT, job("j1"), key="j1")
+    (record,) = [r for r in caplog.records if "duplicate" in r.getMessage()]
+    assert record.levelno == logging.INFO
+    assert SUBJECT in record.getMessage() and message_id(SUBJECT, "j1") in record.getMessage()
+
+
+async def test_pull_loop_survives_an_error_outside_the_handler(
+    bus: EventBus, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(bus_module, "_LOOP_ERROR_PAUSE_S", 0.05)
+    real_ack = Subscription._ack
+    failures: list[str] = []
+
+    async def ack_failing_once(self: Subscription, msg: object, delivery: Delivery) -> None:
+        if not failures:
+            failures.append(delivery.msg_id)
+            raise RuntimeError("a bug in settling")
+        await real_ack(self, msg, delivery)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Subscription, "_ack", ack_failing_once)
+    handled: list[tuple[str, int]] = []
+
+    async def handler(d: Delivery) -> None:
+        handled.append((d.decode(events_pb2.TrainerJobRequested).job_id, d.num_delivered))
+
+    await bus.consume(WORKER, handler)
+    await bus.publish(SUBJECT, job("j1"), key="j1")
+    await eventually(lambda: bool(failures))
+    await bus.publish(SUBJECT, job("j2"), key="j2")
+    # the same loop goes on: j2 is handled, and j1 (never acked) comes back after ack_wait
+    await eventually(lambda: ("j2", 1) in handled and ("j1", 2) in handled)
+    await eventually(lambda: _async_eq(consumer_state(bus), (0, 0)))
+    assert any("processing failed outside the handler" in r.getMessage() for r in caplog.records)
+
+
+async def test_dead_letter_failure_on_the_last_delivery_is_retried_then_reported(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(bus_module, "_DLQ_RETRY_PAUSES_S", (0.05, 0.05, 0.0))
+    b = await EventBus.connect(nats_url, name="t", consumers=fast_consumers(max_deliver=1))
+    try:
+        await b.declare()
+        await b.js.delete_stream("TW_DLQ")  # every dead-letter publish now fails
+        calls: list[str] = []
+
+        async def broken(d: Delivery) -> None:
+            calls.append(d.decode(events_pb2.TrainerJobRequested).job_id)
+            if calls[-1] == "j1":
+                raise RuntimeError("broken")
+
+        await b.consume(WORKER, broken)
+        await b.publish(SUBJECT, job("j1"), key="j1")
+        await eventually(lambda: any("lost to DLQ" in r.getMessage() for r in caplog.records))
+        (lost,) = [r for r in caplog.records if "lost to DLQ" in r.getMessage()]
+        assert lost.levelno == logging.ERROR
+        assert SUBJECT in lost.getMessage() and message_id(SUBJECT, "j1") in lost.getMessage()
+        attempts = [r for r in caplog.records if "dead-letter publish failed" in r.getMessage()]
+        assert len(attempts) == 3
+        await b.publish(SUBJECT, job("j2"), key="j2")  # the loop is still alive
+        await eventually(lambda: calls == ["j1", "j2"])
+    finally:
+        await b.close()
+
+
+async def test_stop_timeout_cancels_and_returns_the_message(nats_url: str) -> None:
+    # a long ack_wait: a quick redelivery can only come from the nak of the cancelled handler
+    consumers = fast_consumers(ack_wait_s=30.0)
+    b = await EventBus.connect(nats_url, name="stuck", consumers=consumers)
+    await b.declare()
+    started = asyncio.Event()
+    cancelled: list[str] = []
+
+    async def stuck(d: Delivery) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.append(d.msg_id)
+            raise
+
+    await b.publish(SUBJECT, job("j1"), key="j1")
+    await b.consume(WORKER, stuck)
+    await asyncio.wait_for(started.wait(), 5)
+    began = time.monotonic()
+    await b.close(timeout_s=0.3)
+    assert time.monotonic() - began < 3
+    assert cancelled == [message_id(SUBJECT, "j1")]
+
+    other = await EventBus.connect(nats_url, name="other", consumers=consumers)
+    got: list[int] = []
+
+    async def handler(d: Delivery) -> None:
+        got.append(d.num_delivered)
+
+    try:
+        await other.consume(WORKER, handler)
+        await eventually(lambda: got == [2], within_s=5)
+    finally:
+        await other.close()

@@ -389,6 +389,31 @@ async def test_sigterm_stops_the_server() -> None:
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
+async def test_health_is_not_serving_until_started() -> None:
+    service = DemoService()
+    handle = build_server(register=service.register)
+    await handle.server.start()  # listening, but the handle has not said SERVING yet
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+
+            async def status(name: str) -> int:
+                request = health_pb2.HealthCheckRequest(service=name)
+                return int((await health.Check(request, timeout=TIMEOUT)).status)
+
+            not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+            assert await status("") == not_serving
+            assert await status(SERVICE) == not_serving
+            await handle.set_serving(True)
+            assert await status("") == health_pb2.HealthCheckResponse.SERVING
+            assert await status(SERVICE) == health_pb2.HealthCheckResponse.SERVING
+            await handle.set_serving(False, service=SERVICE)
+            assert await status(SERVICE) == not_serving
+            assert await status("") == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        await handle.server.stop(0)
+
+
 async def test_create_server_shape_and_busy_port() -> None:
     server, port = create_server("127.0.0.1:0")
     await server.start()

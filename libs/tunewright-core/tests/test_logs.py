@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tunewright.core.errors import NotFound
 from tunewright.core.logs import (
     MAX_FIELD_CHARS,
     REDACTED,
@@ -101,14 +102,63 @@ def test_allowlist_grows_in_code_only(stream: io.StringIO) -> None:
         allow_log_fields("Bad Key")
 
 
-def test_exception_goes_to_exc_field(stream: io.StringIO) -> None:
+def test_exception_goes_to_exc_field_with_its_type_and_frames(stream: io.StringIO) -> None:
+    message = "boom"  # a variable: the traceback prints the source line of the raise
     try:
-        raise RuntimeError("boom")
+        raise RuntimeError(message)
     except RuntimeError:
         logging.getLogger("tw.test").exception("failed")
     (record,) = lines(stream)
-    assert "RuntimeError: boom" in str(record["exc"])
+    exc = str(record["exc"])
+    assert exc.startswith("Traceback (most recent call last):")
+    assert "test_exception_goes_to_exc_field_with_its_type_and_frames" in exc  # the frame
+    assert exc.endswith(f"RuntimeError: {REDACTED}")
+    assert "boom" not in exc
     assert record["msg"] == "failed"
+
+
+def parse_row(raw: str) -> None:
+    try:
+        json.loads(raw + "{")
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"row: {raw}") from exc
+
+
+def test_exception_messages_never_quote_records(stream: io.StringIO) -> None:
+    row = '{"prompt": "my SSN is 123-45-6789"}'
+    try:
+        try:
+            parse_row(row)
+        except ValueError as exc:
+            exc.add_note(f"while reading {row}")
+            raise NotFound("dataset ds_1 has no row 7") from exc
+    except NotFound:
+        logging.getLogger("tw.test").exception("load failed")
+    try:
+        raise KeyError(row)
+    except KeyError:
+        logging.getLogger("tw.test").error("lookup failed", exc_info=True)
+    first, second = lines(stream)
+    assert "123-45-6789" not in stream.getvalue()
+    exc = str(first["exc"])
+    # every exception of the chain keeps its type and frames; only domain messages stay
+    assert f"json.decoder.JSONDecodeError: {REDACTED}" in exc
+    assert f"ValueError: {REDACTED}" in exc
+    assert "NotFound: dataset ds_1 has no row 7" in exc
+    assert "in parse_row" in exc
+    assert f"KeyError: {REDACTED}" in str(second["exc"])
+
+
+def test_text_format_redacts_exception_messages() -> None:
+    buffer = io.StringIO()
+    configure_logging(service="svc", level="INFO", json=False, stream=buffer)
+    row = '{"prompt": "my SSN is 123-45-6789"}'
+    try:
+        raise ValueError(f"row: {row}")
+    except ValueError:
+        logging.getLogger("tw.test").exception("failed")
+    assert "123-45-6789" not in buffer.getvalue()
+    assert f"ValueError: {REDACTED}" in buffer.getvalue()
 
 
 def test_correlation_scope(stream: io.StringIO) -> None:

@@ -180,3 +180,51 @@ def test_every_field_is_documented() -> None:
                 walk(annotation, f"{prefix}{name}.")
 
     walk(TunewrightSettings, "")
+
+
+def test_errors_never_show_input_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the password is valid, its companion is missing: the error must not echo the secret
+    monkeypatch.setenv("TW_NATS__PASSWORD", "hunter2secret")
+    monkeypatch.setenv("TW_GRPC__PORT", "hunter3secret")
+    with pytest.raises(SettingsError) as info:
+        load_settings(TunewrightSettings)
+    message = str(info.value)
+    assert "hunter2secret" not in message and "hunter3secret" not in message
+    assert "nats: Value error, nats.user and nats.password must be set together" in message
+    assert "grpc.port: Input should be a valid integer" in message
+    assert "2 errors" in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+    path = write_yaml(tmp_path, "nats:\n  password: [hunter4secret\n")
+    monkeypatch.delenv("TW_NATS__PASSWORD")
+    monkeypatch.delenv("TW_GRPC__PORT")
+    with pytest.raises(SettingsError, match="invalid YAML at line") as info:
+        load_settings(TunewrightSettings, config_file=path)
+    assert "hunter4secret" not in str(info.value)
+
+
+def test_plugins_disabled_variable_is_not_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    # read by the plugin manager itself, not by the settings class
+    monkeypatch.setenv("TW_PLUGINS_DISABLED", "tw-example,other")
+    assert load_settings(TunewrightSettings).plugins.disabled == []
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.1.2.3", "localhost", "::1", "[::1]"])
+def test_auth_token_without_tls_is_fine_on_loopback(host: str) -> None:
+    assert GrpcSettings(host=host, auth_token=SecretStr("t")).auth_token is not None
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "[::]", "10.0.0.5", "svc.example.com"])
+def test_auth_token_without_tls_is_refused_on_a_network_interface(
+    host: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ValidationError, match=r"grpc.auth_token needs TLS .*loopback"):
+        GrpcSettings(host=host, auth_token=SecretStr("t"))
+    with_tls = GrpcSettings(
+        host=host,
+        auth_token=SecretStr("t"),
+        tls_cert_file=tmp_path / "c.pem",
+        tls_key_file=tmp_path / "k.pem",
+    )
+    assert with_tls.tls
+    assert GrpcSettings(host=host).auth_token is None  # no token, no secret to leak

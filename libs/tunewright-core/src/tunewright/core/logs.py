@@ -10,6 +10,11 @@ formatter enforces it instead of trusting each call site:
   the call site.
 - ``%``-style message arguments get the same value rule: a dict or list (a row) is replaced,
   strings are cut. Message templates must still not interpolate contents.
+- tracebacks (``exc_info``) keep every exception's type and frames, but the message (and
+  notes) of each exception in the chain that is not a
+  :class:`~tunewright.core.errors.TunewrightError` becomes ``"<redacted>"``: a ``ValueError``
+  raised while parsing a row often quotes the row. Domain error messages are written for
+  callers and must not quote records, so they stay.
 
 Usage::
 
@@ -26,12 +31,16 @@ import json as jsonlib
 import logging
 import re
 import sys
+import traceback
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import Enum
-from typing import IO, Final
+from types import TracebackType
+from typing import IO, Final, TypeAlias
+
+from tunewright.core.errors import TunewrightError
 
 __all__ = [
     "MAX_FIELD_CHARS",
@@ -43,6 +52,7 @@ __all__ = [
     "configure_logging",
     "correlation_scope",
     "current_correlation_id",
+    "format_exception_redacted",
     "new_correlation_id",
 ]
 
@@ -206,6 +216,41 @@ def _safe_fields(record: logging.LogRecord) -> tuple[dict[str, object], list[str
     return fields, redacted
 
 
+_ExcInfo: TypeAlias = (
+    tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
+)
+
+
+def _redact_exception_chain(te: traceback.TracebackException) -> None:
+    """Blank the message of every non-domain exception in ``te``'s cause/context/group tree."""
+    pending, seen = [te], set()
+    while pending:
+        entry = pending.pop()
+        if id(entry) in seen:
+            continue
+        seen.add(id(entry))
+        exc_type = entry.exc_type
+        if exc_type is None or not issubclass(exc_type, TunewrightError):
+            # _str is the message text format() prints; there is no public way to set it
+            entry._str = REDACTED  # type: ignore[attr-defined]
+            entry.__notes__ = None
+            if exc_type is not None and issubclass(exc_type, SyntaxError):
+                entry.msg = REDACTED  # SyntaxError prints msg and the offending text
+                entry.text = None  # type: ignore[assignment]
+        pending.extend(e for e in (entry.__cause__, entry.__context__) if e is not None)
+        pending.extend(entry.exceptions or ())
+
+
+def format_exception_redacted(exc_info: _ExcInfo) -> str:
+    """The traceback of ``exc_info`` with non-domain exception messages redacted."""
+    exc_type, exc, tb = exc_info
+    if exc_type is None or exc is None:
+        return ""
+    te = traceback.TracebackException(exc_type, exc, tb, compact=True)
+    _redact_exception_chain(te)
+    return "".join(te.format()).rstrip("\n")
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, msg, service, correlation_id, extras."""
 
@@ -233,6 +278,9 @@ class JsonFormatter(logging.Formatter):
             out["stack"] = self.formatStack(record.stack_info)
         return jsonlib.dumps(out, ensure_ascii=False, default=str)
 
+    def formatException(self, ei: _ExcInfo) -> str:
+        return format_exception_redacted(ei)
+
 
 class TextFormatter(logging.Formatter):
     """Human-readable line for local development, with the same redaction as JSON."""
@@ -258,6 +306,9 @@ class TextFormatter(logging.Formatter):
         if record.stack_info:
             line += "\n" + self.formatStack(record.stack_info)
         return line
+
+    def formatException(self, ei: _ExcInfo) -> str:
+        return format_exception_redacted(ei)
 
 
 class _TunewrightHandler(logging.StreamHandler[IO[str]]):

@@ -117,8 +117,10 @@ class RunningService(Generic[S]):
     async def stop(self) -> None:
         """NOT_SERVING, stop consuming (in-flight handlers finish), stop gRPC, drain NATS."""
         await self.server.set_serving(False)
+        # in-flight handlers get the gRPC grace period, then their messages go back (nak)
+        grace = self.context.settings.grpc.grace_period_s
         for sub in self.subscriptions:
-            await sub.stop()
+            await sub.stop(timeout_s=grace)
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)

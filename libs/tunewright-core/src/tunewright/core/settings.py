@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextvars
 import difflib
+import ipaddress
 import os
 import types
 from collections.abc import Mapping
@@ -50,13 +51,15 @@ __all__ = [
     "SettingsError",
     "SettingsSection",
     "TunewrightSettings",
+    "is_loopback",
     "load_settings",
 ]
 
 ENV_PREFIX: Final = "TW_"
 CONFIG_ENV_VAR: Final = "TW_CONFIG"
-# TW_* variables that configure how settings load rather than being settings themselves
-_NON_SETTINGS_ENV_VARS: Final = frozenset({CONFIG_ENV_VAR})
+# TW_* variables that are not settings: TW_CONFIG says where settings load from, and the
+# plugin manager reads TW_PLUGINS_DISABLED itself
+_NON_SETTINGS_ENV_VARS: Final = frozenset({CONFIG_ENV_VAR, "TW_PLUGINS_DISABLED"})
 _SLUG: Final = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 
 # load_settings() hands its config file to the YAML source through this (sources are built
@@ -142,6 +145,13 @@ class GrpcSettings(SettingsSection):
             )
         if self.auth_token is not None and not self.auth_token.get_secret_value():
             raise ValueError("grpc.auth_token is empty; leave it unset to disable auth")
+        if self.auth_token is not None and not self.tls and not is_loopback(self.host):
+            # anyone on that network could read the bearer token off the wire
+            raise ValueError(
+                f"grpc.auth_token needs TLS when grpc.host is not a loopback address "
+                f"(host is {self.host!r}): set grpc.tls_cert_file and grpc.tls_key_file, "
+                "or bind 127.0.0.1"
+            )
         return self
 
     @property
@@ -155,6 +165,16 @@ class GrpcSettings(SettingsSection):
     @property
     def tls(self) -> bool:
         return self.tls_cert_file is not None
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost``, 127.0.0.0/8 and ``::1`` (with or without brackets)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
 
 
 class LogSettings(SettingsSection):
@@ -247,10 +267,21 @@ def load_settings(cls: type[S], config_file: Path | None = None, **overrides: An
     except ValidationError as exc:
         where = f"config file {config_file}, " if config_file else ""
         raise SettingsError(
-            f"invalid {cls.__name__} ({where}{ENV_PREFIX}* env vars, arguments): {exc}"
-        ) from exc
+            f"invalid {cls.__name__} ({where}{ENV_PREFIX}* env vars, arguments): "
+            f"{_describe_errors(exc)}"
+        ) from None  # the ValidationError's text quotes the input values: secrets too
     finally:
         _config_file.reset(token)
+
+
+def _describe_errors(exc: ValidationError) -> str:
+    """Where and what, for each error, without the offending values (they may be secrets)."""
+    errors = exc.errors(include_input=False, include_url=False, include_context=False)
+    parts = []
+    for error in errors:
+        location = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        parts.append(f"{location}: {error['msg']}")
+    return f"{len(parts)} error{'s' if len(parts) != 1 else ''}: " + "; ".join(parts)
 
 
 # --- unknown-key checks --------------------------------------------------------------------
@@ -343,7 +374,13 @@ class _YamlFileSource(PydanticBaseSettingsSource):
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise SettingsError(f"config file {self.path}: invalid YAML: {exc}") from exc
+            # not str(exc): it quotes the offending line, which may hold a secret
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or type(exc).__name__
+            raise SettingsError(
+                f"config file {self.path}: invalid YAML{where}: {problem}"
+            ) from None
         if data is None:
             return {}
         if not isinstance(data, dict):

@@ -25,4 +25,5 @@ class RegistrySettings(TunewrightSettings):
     def database_url(self) -> str:
         if self.registry.database_url is not None:
             return self.registry.database_url.get_secret_value()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{self.data_dir / 'registry.db'}"
