@@ -1,7 +1,7 @@
 """Registry test fixtures: every test that takes ``db_url`` runs on SQLite and on the real
 PostgreSQL server of this machine (127.0.0.1:5432, trust auth), each in a fresh database
 migrated from empty. Without a reachable PostgreSQL the PostgreSQL half is skipped, unless
-``TW_REQUIRE_POSTGRES=1`` (CI) makes that a failure."""
+``TUNEWRIGHT_REQUIRE_POSTGRES=1`` (CI) makes that a failure."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 
 from tunewright.registry.db import Database, migrate
 
-PG_ADMIN = os.environ.get("TW_TEST_POSTGRES_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN = os.environ.get("TUNEWRIGHT_TEST_POSTGRES_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def _pg_available() -> str | None:
@@ -33,7 +33,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         return
     problem = _pg_available()
     if problem:
-        if os.environ.get("TW_REQUIRE_POSTGRES") == "1":
+        if os.environ.get("TUNEWRIGHT_REQUIRE_POSTGRES") == "1":
             pytest.fail(problem)
         pytest.skip(problem)
     name = f"tw_test_{uuid.uuid4().hex[:12]}"
