@@ -15,7 +15,9 @@ import pytest
 
 from tunewright.registry.db import Database, migrate
 
-PG_ADMIN = os.environ.get("TUNEWRIGHT_TEST_POSTGRES_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN = os.environ.get(
+    "TUNEWRIGHT_TEST_POSTGRES_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def _pg_available() -> str | None:
