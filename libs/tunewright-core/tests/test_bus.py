@@ -252,6 +252,34 @@ async def test_permanent_error_dead_letters_at_once(bus: EventBus) -> None:
     )
 
 
+async def test_message_whose_consumer_dies_on_every_delivery_still_reaches_the_dlq(
+    bus: EventBus,
+) -> None:
+    # a raw pull subscriber that takes the message and never answers: what a worker killed
+    # mid-handler looks like to the server. After max_deliver deliveries only the server's
+    # advisory is left, and the watcher turns it into a dead letter.
+    stop_watch = await bus.watch_max_deliveries()
+    try:
+        await bus.publish(SUBJECT, job("j-crash"), key="j-crash")
+        psub = await bus.js.pull_subscribe_bind(consumer=WORKER, stream="TW_TRAINER_WORK")
+        for _ in range(FAST["max_deliver"]):  # type: ignore[arg-type]
+            (msg,) = await psub.fetch(1, timeout=5)  # redelivered after ack_wait each time
+        # the server gives up (and advises) when it would deliver once more: keep a pull open
+        pending_pull = asyncio.create_task(psub.fetch(1, timeout=4))
+        dlq = await dead_letter(bus, SUBJECT)
+        with pytest.raises(nats.errors.TimeoutError):
+            await pending_pull  # and it never delivered it again
+        await psub.unsubscribe()
+        headers = dlq.headers or {}
+        assert headers[s.HEADER_DLQ_REASON].startswith("MaxDeliveries")
+        assert headers[s.HEADER_DLQ_CONSUMER] == WORKER
+        assert headers[s.HEADER_DLQ_DELIVERIES] == str(FAST["max_deliver"])
+        assert events_pb2.TrainerJobRequested.FromString(dlq.data).job_id == "j-crash"
+        assert msg.metadata.num_delivered == FAST["max_deliver"]
+    finally:
+        await stop_watch()
+
+
 def test_dead_letter_reason_keeps_only_domain_messages() -> None:
     assert dead_letter_reason(ValueError("row 7: jane@example.com")) == "ValueError"
     assert dead_letter_reason(InvalidArgument("bad\r\nsplit", reason="BAD_SPLIT")) == (

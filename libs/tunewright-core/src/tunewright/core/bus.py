@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import math
 import time
@@ -822,6 +823,58 @@ class EventBus:
 
     # --- status ---
 
+    async def watch_max_deliveries(self) -> Callable[[], Awaitable[None]]:
+        """Dead-letter messages whose deliveries ran out without a verdict; returns ``stop``.
+
+        A handler that fails on the last delivery dead-letters the message itself, but a
+        process killed (or timing out) during that delivery cannot: the server then only
+        announces it on ``$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<stream>.<consumer>``. This
+        copies such a message, read back from its stream, to the DLQ with the same message id
+        the handler path would use, so several watchers (every service runs one) store it once.
+        """
+        durables = {spec.durable for spec in self.consumers.values()}
+
+        async def on_advisory(msg: Msg) -> None:
+            try:
+                advisory = json.loads(msg.data)
+                stream, durable = advisory["stream"], advisory["consumer"]
+                seq, deliveries = int(advisory["stream_seq"]), int(advisory["deliveries"])
+            except (ValueError, KeyError, TypeError):
+                log.warning("unreadable max-deliveries advisory on %s", msg.subject)
+                return
+            if durable not in durables:
+                return  # not one of ours
+            try:
+                raw = await self.js.get_msg(stream, seq)
+            except nats.js.errors.NotFoundError:
+                return  # already gone (acked late, or removed by limits)
+            if raw.subject is None:
+                return
+            headers = {k: v for k, v in (raw.headers or {}).items() if not k.startswith("Nats-")}
+            original_id = (raw.headers or {}).get(s.HEADER_MSG_ID) or f"{stream}:{seq}"
+            headers.update(
+                {
+                    s.HEADER_MSG_ID: f"dlq:{durable}:{original_id}",
+                    s.HEADER_DLQ_ORIGINAL_SUBJECT: raw.subject,
+                    s.HEADER_DLQ_REASON: "MaxDeliveries: no ack or verdict after the last "
+                    "allowed delivery (handler crashed or timed out)",
+                    s.HEADER_DLQ_DELIVERIES: str(deliveries),
+                    s.HEADER_DLQ_CONSUMER: durable,
+                }
+            )
+            await self.js.publish(
+                s.dead_letter_subject(raw.subject), raw.data or b"", headers=headers
+            )
+            log.error(
+                "dead-lettered after max deliveries subject=%s msg_id=%s consumer=%s",
+                raw.subject,
+                original_id,
+                durable,
+            )
+
+        sub = await self.nc.subscribe(MAX_DELIVERIES_ADVISORY, cb=on_advisory)
+        return sub.unsubscribe
+
     async def stream_infos(self) -> list[StreamStatus]:
         """Declared streams that exist on the server, with their sizes."""
         out = []
@@ -893,6 +946,9 @@ def _error_name(error: BaseException) -> str:
     if isinstance(error, TunewrightError):
         return f"{type(error).__name__}[{error.reason}]"
     return type(error).__name__
+
+
+MAX_DELIVERIES_ADVISORY: Final = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>"
 
 
 def dead_letter_reason(error: BaseException) -> str:

@@ -109,6 +109,7 @@ class RunningService(Generic[S]):
     server: ServerHandle
     subscriptions: list[Subscription]
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    stop_watch: Callable[[], Awaitable[None]] | None = None
 
     @property
     def port(self) -> int:
@@ -127,6 +128,8 @@ class RunningService(Generic[S]):
         await self.server.stop()
         for close in reversed(self.context.closers):
             close()
+        if self.stop_watch is not None:
+            await self.stop_watch()
         await self.context.bus.close()
         log.info("service stopped service=%s", self.definition.name)
 
@@ -211,6 +214,8 @@ async def start_service(definition: ServiceDefinition[S], settings: S) -> Runnin
         await server.server.stop(0)
         await bus.close()
         raise
+    # a consumer that dies on a message's last delivery cannot dead-letter it; this does
+    stop_watch = await bus.watch_max_deliveries()
     tasks = [
         asyncio.create_task(
             _supervised(definition.name, loop, server), name=f"{definition.name}-background"
@@ -225,7 +230,7 @@ async def start_service(definition: ServiceDefinition[S], settings: S) -> Runnin
         server.port,
         len(subscriptions),
     )
-    return RunningService(definition, context, server, subscriptions, tasks)
+    return RunningService(definition, context, server, subscriptions, tasks, stop_watch)
 
 
 async def _supervised(

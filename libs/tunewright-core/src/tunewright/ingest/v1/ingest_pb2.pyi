@@ -386,6 +386,38 @@ class DedupPolicy(_message.Message):
 Global___DedupPolicy: _TypeAlias = DedupPolicy  # noqa: Y015
 
 @_typing.final
+class LabelNoisePolicy(_message.Message):
+    """Noisy-label detection (cleanlab) for datasets with a label column."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LABEL_FIELD_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    FOLDS_FIELD_NUMBER: _builtins.int
+    label_field: _builtins.str
+    """column holding the label (e.g. category); empty = off"""
+    action: _builtins.str
+    """what happens to flagged rows: "filter" (default; filtered by label_noise) or "review"
+    (kept, listed by line number in the curation report)
+    """
+    folds: _builtins.int
+    """cross-validation folds; 0 = 5"""
+    def __init__(
+        self,
+        *,
+        label_field: _builtins.str = ...,
+        action: _builtins.str = ...,
+        folds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "folds", b"folds", "label_field", b"label_field"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LabelNoisePolicy: _TypeAlias = LabelNoisePolicy  # noqa: Y015
+
+@_typing.final
 class SplitSpec(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -470,6 +502,7 @@ class IngestSpec(_message.Message):
     MAX_CHARS_FIELD_NUMBER: _builtins.int
     PARENT_VERSION_IDS_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    LABEL_NOISE_FIELD_NUMBER: _builtins.int
     workspace: _builtins.str
     dataset: _builtins.str
     """name of the dataset this job adds a version to"""
@@ -500,6 +533,8 @@ class IngestSpec(_message.Message):
 
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def label_noise(self) -> Global___LabelNoisePolicy: ...
     def __init__(
         self,
         *,
@@ -517,10 +552,11 @@ class IngestSpec(_message.Message):
         max_chars: _builtins.int = ...,
         parent_version_ids: _abc.Iterable[_builtins.str] | None = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        label_noise: Global___LabelNoisePolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["dedup", b"dedup", "pii", b"pii", "source", b"source", "split", b"split"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dedup", b"dedup", "label_noise", b"label_noise", "pii", b"pii", "source", b"source", "split", b"split"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "dedup", b"dedup", "file_format", b"file_format", "filters", b"filters", "kind", b"kind", "labels", b"labels", "max_chars", b"max_chars", "parent_version_ids", b"parent_version_ids", "pii", b"pii", "record_format", b"record_format", "source", b"source", "split", b"split", "terminology", b"terminology", "workspace", b"workspace"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "dedup", b"dedup", "file_format", b"file_format", "filters", b"filters", "kind", b"kind", "label_noise", b"label_noise", "labels", b"labels", "max_chars", b"max_chars", "parent_version_ids", b"parent_version_ids", "pii", b"pii", "record_format", b"record_format", "source", b"source", "split", b"split", "terminology", b"terminology", "workspace", b"workspace"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
