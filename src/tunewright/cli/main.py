@@ -1,6 +1,8 @@
 """``tunewright``: the command-line entry point.
 
-``up`` / ``down`` / ``status`` manage the embedded local stack (:mod:`tunewright.cli.stack`).
+``up`` / ``down`` / ``status`` manage the embedded local stack (:mod:`tunewright.cli.stack`);
+``run`` / ``runs`` / ``logs`` / ``cancel`` drive pipelines through the registry
+(:mod:`tunewright.cli.pipelines`).
 Settings come from ``--config FILE`` (YAML), ``TW_*`` variables and defaults, like every
 service; ``--data-dir`` is a shortcut for ``TW_DATA_DIR``.
 """
@@ -17,6 +19,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from tunewright.cli.pipelines import PipelineError, RegistryClient, RunSummary, parse_parameters
 from tunewright.cli.stack import Stack, StackError, StackSettings, as_json, mask_url
 from tunewright.core.bus import EventBus
 from tunewright.core.logs import configure_logging
@@ -166,6 +169,151 @@ def _print_status(
             c.stream, c.durable, str(c.num_pending), str(c.num_ack_pending), str(c.num_redelivered)
         )
     console.print(consumers_table)
+
+
+# --- pipelines ---------------------------------------------------------------------------
+
+registry_option = click.option(
+    "--registry", help="Registry gRPC address (default: the local stack's registry port)."
+)
+
+
+def _client(config: Path | None, data_dir: Path | None, registry: str | None) -> RegistryClient:
+    return RegistryClient(_settings(config, data_dir, None), registry)
+
+
+def _follow(client: RegistryClient, run_id: str) -> RunSummary:
+    for reply in client.events(run_id):
+        event = reply.event
+        stamp = event.created_at.ToDatetime().strftime("%H:%M:%S")
+        where = f"[bold]{reply.stage}[/bold] " if reply.stage else ""
+        colour = {2: "yellow", 3: "red"}.get(event.level, "default")
+        console.print(f"{stamp} {where}[{colour}]{event.message}[/{colour}]", highlight=False)
+    return client.summary(run_id)
+
+
+def _print_summary(client: RegistryClient, summary: RunSummary) -> None:
+    table = Table(title=f"pipeline {summary.name} ({summary.run_id}): {summary.status}")
+    for col in ("stage", "kind", "status", "outputs"):
+        table.add_column(col)
+    for name, kind, status, outputs in summary.stages:
+        colour = {"succeeded": "green", "failed": "red", "cancelled": "yellow"}.get(
+            status, "default"
+        )
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(outputs.items()))
+        table.add_row(name, kind, f"[{colour}]{status}[/{colour}]", shown)
+    console.print(table)
+    if summary.model_version_id:
+        graph = client.lineage(summary.model_version_id)
+        console.print(f"model version [bold]{summary.model_version_id}[/bold], lineage:")
+        labels = {n.id: n.label for n in graph.nodes}
+        for edge in graph.edges:
+            console.print(
+                f"  {labels.get(edge.from_id, edge.from_id)} --{edge.relation}--> "
+                f"{labels.get(edge.to_id, edge.to_id)}",
+                highlight=False,
+            )
+
+
+@cli.command()
+@click.argument("spec_file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("-p", "--param", "params", multiple=True, help="name=value for ${params.name}.")
+@click.option(
+    "--request-id", default="", help="Idempotency key: resubmitting returns the same run."
+)
+@click.option("--detach", is_flag=True, help="Submit and print the run id; do not follow.")
+@config_option
+@data_dir_option
+@registry_option
+def run(
+    spec_file: Path,
+    params: tuple[str, ...],
+    request_id: str,
+    detach: bool,
+    config: Path | None,
+    data_dir: Path | None,
+    registry: str | None,
+) -> None:
+    """Submit a pipeline YAML to the registry and follow it to the end.
+
+    Exits 0 when the pipeline succeeded; 1 with the failing stage and reason otherwise.
+    """
+    client = _client(config, data_dir, registry)
+    try:
+        run_id = client.submit(spec_file, parse_parameters(params), request_id)
+        console.print(f"submitted pipeline run [bold]{run_id}[/bold]")
+        if detach:
+            click.echo(run_id)
+            return
+        summary = _follow(client, run_id)
+        _print_summary(client, summary)
+    except PipelineError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        client.close()
+    if summary.status != "succeeded":
+        stage = f" at stage {summary.failed_stage}" if summary.failed_stage else ""
+        raise click.ClickException(f"pipeline {summary.status}{stage}: {summary.error}")
+
+
+@cli.command()
+@click.option("--limit", default=20, show_default=True, help="How many recent runs.")
+@config_option
+@data_dir_option
+@registry_option
+def runs(limit: int, config: Path | None, data_dir: Path | None, registry: str | None) -> None:
+    """Recent pipeline runs of the workspace, newest first."""
+    client = _client(config, data_dir, registry)
+    try:
+        summaries = client.runs(limit)
+    except PipelineError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        client.close()
+    table = Table(title="pipeline runs")
+    for col in ("run", "pipeline", "status", "stages", "model version"):
+        table.add_column(col)
+    for s in summaries:
+        done = sum(1 for stage in s.stages if stage[2] == "succeeded")
+        table.add_row(s.run_id, s.name, s.status, f"{done}/{len(s.stages)}", s.model_version_id)
+    console.print(table)
+
+
+@cli.command()
+@click.argument("run_id")
+@config_option
+@data_dir_option
+@registry_option
+def logs(run_id: str, config: Path | None, data_dir: Path | None, registry: str | None) -> None:
+    """A pipeline run's events: what happened so far, then live until it ends."""
+    client = _client(config, data_dir, registry)
+    try:
+        summary = _follow(client, run_id)
+    except PipelineError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        client.close()
+    console.print(f"run {run_id}: {summary.status}")
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--reason", default="cancelled from the CLI", show_default=True)
+@config_option
+@data_dir_option
+@registry_option
+def cancel(
+    run_id: str, reason: str, config: Path | None, data_dir: Path | None, registry: str | None
+) -> None:
+    """Cancel a pipeline run (the running stage's service is asked to stop its job)."""
+    client = _client(config, data_dir, registry)
+    try:
+        summary = client.cancel(run_id, reason)
+    except PipelineError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        client.close()
+    console.print(f"run {run_id}: {summary.status}")
 
 
 def main() -> None:

@@ -179,6 +179,12 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
         "registry-facts",
         description="registry: record every fact and advance pipelines (idempotently)",
     ),
+    # a stage whose request a service dead-lettered would otherwise wait forever
+    ConsumerSpec(
+        "TW_DLQ",
+        "registry-dead-letters",
+        description="registry: fail pipeline stages whose request was dead-lettered",
+    ),
 )
 
 # subject -> fully qualified proto message name in tunewright/events/v1/events.proto

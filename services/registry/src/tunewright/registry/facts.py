@@ -45,6 +45,20 @@ def apply_fact(session: Session, message: Message, *, durable: str, msg_id: str)
     return True
 
 
+def apply_dead_letter(
+    session: Session, request: Message, *, reason: str, durable: str, msg_id: str
+) -> bool:
+    """A service gave up on a request (dead-lettered it): fail the stage that asked for it."""
+    if already_processed(session, durable, msg_id):
+        return False
+    job_id = getattr(request, "job_id", "") or getattr(request, "run_id", "")
+    if job_id:
+        error = {"reason": "DEAD_LETTERED", "message": reason or "the service gave up"}
+        pipelines.on_job_outcome(session, job_id, "failed", error=error)
+    mark_processed(session, durable, msg_id)
+    return True
+
+
 def _dataset_fact(
     source: int,
 ) -> Handler:

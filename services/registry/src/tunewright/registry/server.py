@@ -13,6 +13,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from tunewright.core import subjects
 from tunewright.core.bus import Delivery
 from tunewright.core.errors import InvalidArgument
 from tunewright.core.service import Consumer, GrpcBinding, ServiceContext, ServiceDefinition
@@ -46,6 +47,27 @@ class Registry:
             with self.db.transaction() as session:
                 return facts.apply_fact(
                     session, message, durable=delivery.durable, msg_id=delivery.msg_id
+                )
+
+        if await asyncio.to_thread(work):
+            self._applied()
+
+    async def on_dead_letter(self, delivery: Delivery) -> None:
+        if not delivery.headers.get(subjects.HEADER_DLQ_ORIGINAL_SUBJECT, "").endswith(
+            ".requested"
+        ):
+            return  # only requests belong to pipeline stages
+        request = delivery.decode()
+        reason = delivery.headers.get(subjects.HEADER_DLQ_REASON, "")
+
+        def work() -> bool:
+            with self.db.transaction() as session:
+                return facts.apply_dead_letter(
+                    session,
+                    request,
+                    reason=reason,
+                    durable=delivery.durable,
+                    msg_id=delivery.msg_id,
                 )
 
         if await asyncio.to_thread(work):
@@ -116,6 +138,7 @@ def consumers(context: ServiceContext[RegistrySettings]) -> list[Consumer]:
         # one writer: facts are applied in order, each in one transaction
         Consumer("registry-facts", app.on_fact),
         Consumer("pipeline-worker", app.on_pipeline_requested),
+        Consumer("registry-dead-letters", app.on_dead_letter),
     ]
 
 
