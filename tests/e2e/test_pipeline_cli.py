@@ -72,6 +72,13 @@ async def _play_ingest(bus: EventBus, *, fail: bool) -> events_pb2.IngestDataset
     finally:
         await sub.stop()
     meta = event_meta(producer="test-ingest", workspace="default")
+    await asyncio.sleep(1.0)  # the CLI subscribes to progress after submitting
+    for step in (1, 2):  # what the CLI turns into a progress bar
+        progress = events_pb2.IngestJobProgressed(meta=meta, job_id=request.job_id)
+        progress.event.message = f"scrubbed {step * 500} of 1000 rows"
+        progress.event.metrics.update({"step": step * 500, "total_steps": 1000})
+        await bus.publish(subjects.INGEST_JOB_PROGRESSED, progress, key=f"{request.job_id}/{step}")
+        await asyncio.sleep(0.3)
     if fail:
         fact = events_pb2.IngestDatasetRejected(meta=meta, job_id=request.job_id)
         fact.error.reason = "ALL_ROWS_QUARANTINED"
@@ -101,7 +108,15 @@ async def test_run_follows_a_pipeline_to_its_end(
     try:
         cli = asyncio.create_task(
             _tw(
-                "run", "pipeline.yaml", "-p", "source=upload-7", "--registry", address, cwd=tmp_path
+                "run",
+                "pipeline.yaml",
+                "-p",
+                "source=upload-7",
+                "--registry",
+                address,
+                "--nats-url",
+                nats_url,
+                cwd=tmp_path,
             )
         )
         request = await _play_ingest(bus, fail=fail)
@@ -110,6 +125,7 @@ async def test_run_follows_a_pipeline_to_its_end(
     finally:
         await bus.close()
     assert "pipeline cli-demo queued" in out
+    assert "scrubbed 1000 of 1000 rows" in out  # live progress from NATS
     if fail:
         assert code == 1, out
         assert "pipeline failed at stage curate" in out

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tunewright.cli.pipelines import PipelineError, RegistryClient, RunSummary, parse_parameters
+from tunewright.cli.progress import ProgressFollower
 from tunewright.cli.stack import Stack, StackError, StackSettings, as_json, mask_url
 from tunewright.core.bus import EventBus
 from tunewright.core.logs import configure_logging
@@ -182,14 +183,34 @@ def _client(config: Path | None, data_dir: Path | None, registry: str | None) ->
     return RegistryClient(_settings(config, data_dir, None), registry)
 
 
-def _follow(client: RegistryClient, run_id: str) -> RunSummary:
+def _follow(client: RegistryClient, run_id: str, out: Console = console) -> RunSummary:
     for reply in client.events(run_id):
         event = reply.event
         stamp = event.created_at.ToDatetime().strftime("%H:%M:%S")
         where = f"[bold]{reply.stage}[/bold] " if reply.stage else ""
         colour = {2: "yellow", 3: "red"}.get(event.level, "default")
-        console.print(f"{stamp} {where}[{colour}]{event.message}[/{colour}]", highlight=False)
+        out.print(f"{stamp} {where}[{colour}]{event.message}[/{colour}]", highlight=False)
     return client.summary(run_id)
+
+
+def _follow_with_progress(
+    client: RegistryClient, run_id: str, settings: StackSettings
+) -> RunSummary:
+    """Follow the run's events, with progress bars for its jobs fed from NATS."""
+    stack = Stack(settings, say=lambda _: None)
+    nats = settings.nats.model_copy(update={"url": stack.nats_url()})
+    bars = ProgressFollower.bars()
+    follower = ProgressFollower(nats, bars)
+    follower.jobs = client.stage_jobs(run_id)
+    follower.start()
+    try:
+        with bars:
+            summary = _follow(client, run_id, bars.console)
+    finally:
+        follower.stop()
+    if follower.problem:
+        console.print(f"(no live progress: NATS unreachable, {follower.problem})")
+    return summary
 
 
 def _print_summary(client: RegistryClient, summary: RunSummary) -> None:
@@ -225,6 +246,7 @@ def _print_summary(client: RegistryClient, summary: RunSummary) -> None:
 @config_option
 @data_dir_option
 @registry_option
+@click.option("--nats-url", help="NATS for live progress (default: the local stack's).")
 def run(
     spec_file: Path,
     params: tuple[str, ...],
@@ -233,6 +255,7 @@ def run(
     config: Path | None,
     data_dir: Path | None,
     registry: str | None,
+    nats_url: str | None,
 ) -> None:
     """Submit a pipeline YAML to the registry and follow it to the end.
 
@@ -245,7 +268,7 @@ def run(
         if detach:
             click.echo(run_id)
             return
-        summary = _follow(client, run_id)
+        summary = _follow_with_progress(client, run_id, _settings(config, data_dir, nats_url))
         _print_summary(client, summary)
     except PipelineError as exc:
         raise click.ClickException(str(exc)) from None

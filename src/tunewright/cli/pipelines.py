@@ -89,6 +89,14 @@ class RegistryClient:
         assert isinstance(reply, registry_pb2.GetPipelineRunResponse)
         return _summary(reply.run)
 
+    def stage_jobs(self, run_id: str) -> dict[str, str]:
+        """job id -> stage name, for the run's stages that ask a service for a job."""
+        reply = self._call(
+            self._stub.GetPipelineRun, registry_pb2.GetPipelineRunRequest(run_id=run_id)
+        )
+        assert isinstance(reply, registry_pb2.GetPipelineRunResponse)
+        return {s.job_id: s.name for s in reply.run.stages if s.job_id}
+
     def runs(self, limit: int) -> list[RunSummary]:
         reply = self._call(
             self._stub.ListPipelineRuns,
