@@ -1,0 +1,171 @@
+"""tunewright's built-in text metrics, registered through ``tw_register_metrics``.
+
+Each factory returns a metric: ``metric(predictions, references) -> float`` computes the value
+on a whole set; metrics that are a mean over samples also offer ``per_sample(...)``, which
+the evaluator's paired bootstrap uses (corpus metrics such as BLEU are recomputed on each
+resample instead). Values are those of the reference libraries: rouge-score (F-measure, with
+stemming) and sacrebleu (corpus BLEU / chrF, 0-100); exact match and token F1 follow the SQuAD
+evaluation script's normalisation; classification F1 is macro-averaged over the labels that
+occur in the references or predictions, like ``sklearn.metrics.f1_score(average="macro")``.
+The libraries are imported when a metric is built, not when the plugin loads.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from tunewright.core.plugins import MetricRegistry, hookimpl
+
+Texts = Sequence[str]
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD normalisation: lower case, no punctuation, no articles, single spaces."""
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def _check(predictions: Texts, references: Texts) -> None:
+    if len(predictions) != len(references):
+        raise ValueError(
+            f"{len(predictions)} predictions for {len(references)} references: they must pair up"
+        )
+
+
+class MeanMetric:
+    """A metric whose value is the mean of per-sample scores."""
+
+    def per_sample(self, predictions: Texts, references: Texts) -> list[float]:
+        raise NotImplementedError
+
+    def __call__(self, predictions: Texts, references: Texts) -> float:
+        scores = self.per_sample(predictions, references)
+        return sum(scores) / len(scores) if scores else 0.0
+
+
+class Rouge(MeanMetric):
+    def __init__(self, kind: str) -> None:
+        from rouge_score import rouge_scorer
+
+        self.kind = kind
+        self.scorer = rouge_scorer.RougeScorer([kind], use_stemmer=True)
+
+    def per_sample(self, predictions: Texts, references: Texts) -> list[float]:
+        _check(predictions, references)
+        return [
+            float(self.scorer.score(ref, pred)[self.kind].fmeasure)
+            for pred, ref in zip(predictions, references, strict=True)
+        ]
+
+
+class ExactMatch(MeanMetric):
+    def per_sample(self, predictions: Texts, references: Texts) -> list[float]:
+        _check(predictions, references)
+        return [
+            float(normalize_answer(p) == normalize_answer(r))
+            for p, r in zip(predictions, references, strict=True)
+        ]
+
+
+class TokenF1(MeanMetric):
+    def per_sample(self, predictions: Texts, references: Texts) -> list[float]:
+        _check(predictions, references)
+        out = []
+        for pred, ref in zip(predictions, references, strict=True):
+            p, r = normalize_answer(pred).split(), normalize_answer(ref).split()
+            common = sum((Counter(p) & Counter(r)).values())
+            if not p or not r:
+                out.append(float(p == r))
+            elif common == 0:
+                out.append(0.0)
+            else:
+                precision, recall = common / len(p), common / len(r)
+                out.append(2 * precision * recall / (precision + recall))
+        return out
+
+
+class SacreBleu:
+    """Corpus BLEU or chrF (0-100) from sacrebleu; not a mean, so no per-sample scores."""
+
+    def __init__(self, kind: str) -> None:
+        import sacrebleu
+
+        self.kind = kind
+        self._corpus = sacrebleu.corpus_bleu if kind == "bleu" else sacrebleu.corpus_chrf
+
+    def __call__(self, predictions: Texts, references: Texts) -> float:
+        _check(predictions, references)
+        return float(self._corpus(list(predictions), [list(references)]).score)
+
+
+class ClassificationF1:
+    """Macro F1 of predicted labels (normalised text) against reference labels."""
+
+    def __call__(self, predictions: Texts, references: Texts) -> float:
+        _check(predictions, references)
+        preds = [normalize_answer(p) for p in predictions]
+        refs = [normalize_answer(r) for r in references]
+        labels = sorted(set(preds) | set(refs))
+        if not labels:
+            return 0.0
+        total = 0.0
+        for label in labels:
+            tp = sum(1 for p, r in zip(preds, refs, strict=True) if p == label and r == label)
+            fp = sum(1 for p, r in zip(preds, refs, strict=True) if p == label and r != label)
+            fn = sum(1 for p, r in zip(preds, refs, strict=True) if p != label and r == label)
+            total += 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+        return total / len(labels)
+
+
+def _factory(cls: type[Any], *args: Any) -> Any:
+    def build(**_params: Any) -> Any:
+        return cls(*args)
+
+    return build
+
+
+@hookimpl
+def tw_register_metrics(registry: MetricRegistry) -> None:
+    for name, kind in (("rouge_1", "rouge1"), ("rouge_2", "rouge2"), ("rouge_l", "rougeL")):
+        registry.add(
+            name=name,
+            factory=_factory(Rouge, kind),
+            description=f"{kind} F-measure (rouge-score, stemmed), mean over samples.",
+            higher_is_better=True,
+        )
+    registry.add(
+        name="bleu",
+        factory=_factory(SacreBleu, "bleu"),
+        description="Corpus BLEU (sacrebleu, 0-100).",
+        higher_is_better=True,
+    )
+    registry.add(
+        name="chrf",
+        factory=_factory(SacreBleu, "chrf"),
+        description="Corpus chrF (sacrebleu, 0-100).",
+        higher_is_better=True,
+    )
+    registry.add(
+        name="exact_match",
+        factory=_factory(ExactMatch),
+        description="Share of predictions equal to the reference after SQuAD normalisation.",
+        higher_is_better=True,
+    )
+    registry.add(
+        name="token_f1",
+        factory=_factory(TokenF1),
+        description="SQuAD token F1 between prediction and reference, mean over samples.",
+        higher_is_better=True,
+    )
+    registry.add(
+        name="classification_f1",
+        factory=_factory(ClassificationF1),
+        description="Macro F1 of predicted labels against reference labels.",
+        higher_is_better=True,
+    )
