@@ -1,0 +1,54 @@
+"""First-party training plugin: base models ``tiny`` and ``hf``, TRL methods, jsonl tracker.
+
+Registration is cheap: torch, transformers, peft and trl are imported only when a job's child
+process trains. See README.md for the contracts the trainer service calls.
+"""
+
+from __future__ import annotations
+
+from tunewright.core.plugins import (
+    BaseModelRegistry,
+    TrackerRegistry,
+    TrainingMethodRegistry,
+    hookimpl,
+)
+from tunewright_trl.methods import METHODS
+from tunewright_trl.models import HfBaseModel, TinyBaseModel
+from tunewright_trl.trackers import JsonlTracker
+
+
+@hookimpl
+def tw_register_base_models(registry: BaseModelRegistry) -> None:
+    registry.add(
+        name="tiny",
+        factory=TinyBaseModel,
+        description="Small Llama built locally and deterministically (presets llama-xxs, "
+        "llama-xs, llama-s): BPE tokenizer trained on the job's data, ChatML, seeded init.",
+    )
+    registry.add(
+        name="hf",
+        factory=HfBaseModel,
+        description="Any local transformers causal LM folder: safetensors only, no remote "
+        "code, optional 4/8-bit bitsandbytes quantization.",
+    )
+
+
+@hookimpl
+def tw_register_training_methods(registry: TrainingMethodRegistry) -> None:
+    for method in METHODS:
+        registry.add(
+            name=method.name,
+            factory=method,
+            config_cls=method.config_cls,
+            dataset_kinds=method.dataset_kinds,
+            description=f"TRL {method.name}; signal: {method.signal}",
+        )
+
+
+@hookimpl
+def tw_register_trackers(registry: TrackerRegistry) -> None:
+    registry.add(
+        name="jsonl",
+        factory=JsonlTracker,
+        description="Per-step metrics as JSON lines in a local file.",
+    )

@@ -1,0 +1,170 @@
+"""The job's child process: ``python -m tunewright.trainer.child WORKDIR FD``.
+
+It trains one job with the method plugin and reports over file descriptor ``FD`` as JSON lines
+(``progress``, ``checkpoint``, ``done``, ``paused``, ``error``). A crash, an OOM kill or a
+cancel (SIGKILL from the worker) ends this process only. SIGUSR1 asks for a pause: a
+checkpoint at the next step, then exit. If the worker dies, this process exits too (it polls
+its parent), so an orphan never trains on.
+
+``WORKDIR`` holds ``plan.json`` (written by :mod:`tunewright.trainer.runner`), the dataset
+rows under ``data/``, parent / reward model folders, the checkpoint to resume from, and
+receives ``out/`` (model + tokenizer) and ``checkpoints/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+# quiet, offline libraries: set before transformers / datasets are imported
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+_PARENT_POLL_S = 0.5
+
+
+@dataclass
+class ChildRun:
+    """The ``run`` object a method plugin trains from (see services/trainer/README.md)."""
+
+    job_id: str
+    seed: int
+    base: Any
+    config: Any
+    hyperparameters: dict[str, Any]
+    peft: dict[str, Any]
+    quantization: dict[str, Any]
+    train_rows: list[dict[str, Any]]
+    eval_rows: list[dict[str, Any]] | None
+    output_dir: Path
+    checkpoint_dir: Path
+    resume_from: Path | None
+    checkpoint_every: int
+    parent_model: Path | None
+    reward_model: Path | None
+    device: str
+    channel: IO[str]
+    pause: threading.Event = field(default_factory=threading.Event)
+
+    def _send(self, **message: Any) -> None:
+        self.channel.write(json.dumps(message) + "\n")
+        self.channel.flush()
+
+    def progress(
+        self, *, step: int, total_steps: int, epoch: float, metrics: dict[str, float]
+    ) -> None:
+        self._send(
+            type="progress", step=step, total_steps=total_steps, epoch=epoch, metrics=metrics
+        )
+
+    def checkpoint(self, *, step: int, path: Path, metrics: dict[str, float]) -> None:
+        self._send(type="checkpoint", step=step, path=str(path), metrics=metrics)
+
+    def stop_requested(self) -> str | None:
+        return "pause" if self.pause.is_set() else None
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Canonical rows from a JSONL or Parquet file."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_table(path).to_pylist())
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def texts(rows: list[dict[str, Any]]) -> Iterator[str]:
+    """Every string in the rows (tokenizer training corpus for tiny models)."""
+    stack: list[Any] = list(rows)
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        if os.getppid() != parent:
+            os._exit(3)
+        time.sleep(_PARENT_POLL_S)
+
+
+def main(argv: list[str]) -> int:
+    workdir, fd = Path(argv[1]), int(argv[2])
+    channel = os.fdopen(fd, "w", buffering=1, encoding="utf-8")
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    pause = threading.Event()
+    signal.signal(signal.SIGUSR1, lambda *_: pause.set())
+    # the worker sends SIGUSR1 only after this (its default action would kill us)
+    channel.write(json.dumps({"type": "ready"}) + "\n")
+    channel.flush()
+    try:
+        return _train(workdir, channel, pause)
+    except Exception as exc:  # reported to the worker, which fails the job with it
+        message = str(exc).splitlines()[0][:500] if str(exc) else ""
+        channel.write(
+            json.dumps({"type": "error", "error": type(exc).__name__, "message": message}) + "\n"
+        )
+        channel.flush()
+        raise
+
+
+def _train(workdir: Path, channel: IO[str], pause: threading.Event) -> int:
+    from tunewright.core.plugins import PluginManager
+
+    plan = json.loads((workdir / "plan.json").read_text())
+    registries = PluginManager().load(disabled=plan["plugins_disabled"])
+    train_rows = [r for p in plan["train_files"] for r in read_rows(Path(p))]
+    eval_rows = read_rows(Path(plan["eval_file"])) if plan["eval_file"] else None
+    base = registries.base_models.get(plan["base_scheme"]).factory(
+        plan["base_reference"], corpus=sorted(set(texts(train_rows))), seed=plan["seed"]
+    )
+    method_spec = registries.training_methods.get(plan["method"])
+    method = method_spec.factory()
+    run = ChildRun(
+        job_id=plan["job_id"],
+        seed=plan["seed"],
+        base=base,
+        config=method_spec.config_cls(**plan["method_config"]),
+        hyperparameters=plan["hyperparameters"],
+        peft=plan["peft"],
+        quantization=plan["quantization"],
+        train_rows=train_rows,
+        eval_rows=eval_rows,
+        output_dir=workdir / "out",
+        checkpoint_dir=workdir / "checkpoints",
+        resume_from=Path(plan["resume_from"]) if plan["resume_from"] else None,
+        checkpoint_every=plan["checkpoint_every"],
+        parent_model=Path(plan["parent_model"]) if plan["parent_model"] else None,
+        reward_model=Path(plan["reward_model"]) if plan["reward_model"] else None,
+        device=plan["device"],
+        channel=channel,
+        pause=pause,
+    )
+    metrics = method.train(run)
+    if metrics.get("paused"):
+        run._send(type="paused")
+        return 0
+    run._send(type="done", metrics=metrics)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
