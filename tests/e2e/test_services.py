@@ -29,7 +29,6 @@ SERVICES = ("ingest", "synth", "trainer", "evaluator", "registry")
 # reason (kept in TW_DLQ, not acked away)
 SKELETONS = {
     "synth": (subjects.SYNTH_DATASET_REQUESTED, events_pb2.SynthDatasetRequested),
-    "evaluator": (subjects.EVALUATOR_RUN_REQUESTED, events_pb2.EvaluatorRunRequested),
 }
 
 

@@ -316,6 +316,9 @@ class Stack:
             TW_NATS__URL=nats_url,
             TW_GRPC__PORT=str(port),
             TW_DATA_DIR=str(self.data_dir),
+            # services that call the registry find it in the stack (other services ignore a
+            # TW_<SECTION>__ variable for a section they do not have)
+            TW_EVALUATOR__REGISTRY_ADDRESS=f"127.0.0.1:{self.settings.stack.ports['registry']}",
         )
         with open(log_file, "ab") as log:
             proc = subprocess.Popen(

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from tunewright.core.settings import TunewrightSettings
+from tunewright.core.settings import SettingsSection, TunewrightSettings
+
+
+class EvaluatorSection(SettingsSection):
+    registry_address: str = Field(
+        default="127.0.0.1:50055",
+        description="RegistryService gRPC address: model versions, dataset versions, runs.",
+    )
 
 
 class EvaluatorSettings(TunewrightSettings):
     service_name: str = Field(default="evaluator", description="Name in logs, health and NATS.")
+    evaluator: EvaluatorSection = Field(default_factory=EvaluatorSection, description="Evaluator.")

@@ -1,0 +1,65 @@
+"""The registry, as the evaluator asks it: model versions (by id, name+version or alias),
+dataset versions and training runs, over the RegistryService gRPC API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from tunewright.common.v1 import common_pb2
+from tunewright.core.errors import FailedPrecondition, NotFound
+from tunewright.registry.v1 import registry_pb2, registry_pb2_grpc
+
+
+class RegistryLookup:
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._channel: Any = None
+
+    def _stub(self) -> registry_pb2_grpc.RegistryServiceStub:
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(self.address)
+        return registry_pb2_grpc.RegistryServiceStub(self._channel)
+
+    async def _call(self, method: Any, request: Any) -> Any:
+        try:
+            return await method(request, timeout=30)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                raise NotFound(exc.details() or "not found", reason="NOT_IN_REGISTRY") from None
+            raise FailedPrecondition(
+                f"registry at {self.address} answered {exc.code().name}",
+                reason="REGISTRY_UNAVAILABLE",
+            ) from None
+
+    async def model_version(
+        self, ref: common_pb2.ModelVersionRef, workspace: str
+    ) -> registry_pb2.ModelVersion:
+        reply = await self._call(
+            self._stub().GetModelVersion,
+            registry_pb2.GetModelVersionRequest(ref=ref, workspace=workspace),
+        )
+        return reply.model_version  # type: ignore[no-any-return]
+
+    async def dataset_version(
+        self, ref: common_pb2.DatasetVersionRef, workspace: str
+    ) -> registry_pb2.DatasetVersion:
+        reply = await self._call(
+            self._stub().GetDatasetVersion,
+            registry_pb2.GetDatasetVersionRequest(ref=ref, workspace=workspace),
+        )
+        return reply.dataset_version  # type: ignore[no-any-return]
+
+    async def training_run(self, run_id: str) -> registry_pb2.TrainingRun | None:
+        try:
+            reply = await self._call(
+                self._stub().GetTrainingRun, registry_pb2.GetTrainingRunRequest(run_id=run_id)
+            )
+        except NotFound:
+            return None
+        return reply.run  # type: ignore[no-any-return]
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
