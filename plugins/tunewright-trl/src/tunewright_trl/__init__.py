@@ -1,4 +1,5 @@
-"""First-party training plugin: base models ``tiny`` and ``hf``, TRL methods, jsonl tracker.
+"""First-party training plugin: base models ``tiny`` and ``hf``, TRL methods, jsonl tracker,
+and the ``local`` generator (answers from trained model versions).
 
 Registration is cheap: torch, transformers, peft and trl are imported only when a job's child
 process trains. See README.md for the contracts the trainer service calls.
@@ -8,10 +9,12 @@ from __future__ import annotations
 
 from tunewright.core.plugins import (
     BaseModelRegistry,
+    GeneratorRegistry,
     TrackerRegistry,
     TrainingMethodRegistry,
     hookimpl,
 )
+from tunewright_trl.generation import LocalGenerator
 from tunewright_trl.methods import METHODS
 from tunewright_trl.models import HfBaseModel, TinyBaseModel
 from tunewright_trl.trackers import JsonlTracker
@@ -51,4 +54,15 @@ def tw_register_trackers(registry: TrackerRegistry) -> None:
         name="jsonl",
         factory=JsonlTracker,
         description="Per-step metrics as JSON lines in a local file.",
+    )
+
+
+@hookimpl
+def tw_register_generators(registry: GeneratorRegistry) -> None:
+    registry.add(
+        name="local",
+        factory=LocalGenerator,
+        dataset_kinds=["sft", "preference"],
+        description="Batched transformers generation with a trained model version rebuilt from "
+        "its base model and weights (used by the evaluator and for preference candidates).",
     )

@@ -4,7 +4,7 @@ paired deltas, the gate's verdict, and the report files.
 
 Transport-free: model versions, dataset versions and training runs are looked up through a
 :class:`Lookup` (the service gives it a registry gRPC client); files come from the artifact
-store. Model loading and generation run in a worker thread.
+store. Generation comes from the `local` generator plugin and runs in a worker thread.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from tunewright.common.v1 import common_pb2
 from tunewright.core.artifacts import ArtifactRef, ArtifactStore
 from tunewright.core.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from tunewright.core.plugins import Registries
-from tunewright.evaluator import models as loading
 from tunewright.evaluator.comparison import Delta, Metric, MetricValue, paired_delta, score
 from tunewright.evaluator.gate import GatePolicy, GateRule, decide
 from tunewright.evaluator.report import Report, Sample, render
@@ -73,7 +72,28 @@ def rows_from(data: bytes, media_type: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in data.decode().splitlines() if line.strip()]
 
 
-def samples_from(rows: Sequence[Mapping[str, Any]]) -> list[tuple[loading.Messages, str]]:
+Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Weights:
+    """One link of a model version's chain: where its trained folder was unpacked."""
+
+    model_version_id: str
+    folder: Path  # the trainer's output: model/, tokenizer/, config.json
+
+
+@dataclass(frozen=True)
+class Decoding:
+    max_new_tokens: int = 64
+    batch_size: int = 8
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+
+
+def samples_from(rows: Sequence[Mapping[str, Any]]) -> list[tuple[Messages, str]]:
     """(prompt messages, reference answer) for chat rows; prompt/completion rows too."""
     out = []
     for row in rows:
@@ -164,7 +184,7 @@ class Evaluation:
 
     async def _chain(
         self, mv: registry_pb2.ModelVersion, workspace: str, into: Path
-    ) -> list[loading.Weights]:
+    ) -> list[Weights]:
         chain = [mv]
         while chain[-1].parent_model_version_id:
             parent = await self.lookup.model_version(
@@ -180,7 +200,7 @@ class Evaluation:
             folder = into / version.id
             if not folder.exists():
                 await self.artifacts.get_dir(_ref(version.weights), folder)
-            links.append(loading.Weights(version.id, folder))
+            links.append(Weights(version.id, folder))
         return links
 
     def _base(self, uri: str, seed: int) -> Any:
@@ -216,7 +236,7 @@ class Evaluation:
         )
 
         gen = spec.generation
-        decoding = loading.Decoding(
+        decoding = Decoding(
             max_new_tokens=gen.max_new_tokens or 64,
             batch_size=gen.batch_size or 8,
             do_sample=gen.do_sample if gen.HasField("do_sample") else False,
@@ -234,7 +254,7 @@ class Evaluation:
             root = await self._root(candidate, workspace)
             seed = int(candidate.labels.get("seed", "0") or 0)
             tokenizer_dir = cand_chain[-1].folder
-            plans: list[tuple[str, str, list[loading.Weights], Path]] = [
+            plans: list[tuple[str, str, list[Weights], Path]] = [
                 ("candidate", root.base_model, cand_chain, tokenizer_dir)
             ]
             for baseline in spec.baselines:
@@ -318,14 +338,29 @@ class Evaluation:
         self,
         base_uri: str,
         seed: int,
-        chain: list[loading.Weights],
+        chain: list[Weights],
         tok_dir: Path,
-        prompts: list[loading.Messages],
-        decoding: loading.Decoding,
+        prompts: list[Messages],
+        decoding: Decoding,
     ) -> list[str]:
-        tokenizer = loading.load_tokenizer(tok_dir)
-        model = loading.load_causal_lm(self._base(base_uri, seed), chain)
-        return loading.generate(model, tokenizer, prompts, decoding)
+        if "local" not in self.plugins.generators:
+            raise FailedPrecondition(
+                "no 'local' generator plugin is installed", reason="NO_GENERATOR"
+            )
+        generator = self.plugins.generators.get("local").factory()
+        answers = generator.generate(
+            base=self._base(base_uri, seed),
+            weights=[link.folder for link in chain],
+            tokenizer=tok_dir,
+            prompts=prompts,
+            max_new_tokens=decoding.max_new_tokens,
+            batch_size=decoding.batch_size,
+            do_sample=decoding.do_sample,
+            temperature=decoding.temperature,
+            top_p=decoding.top_p,
+            seed=decoding.seed,
+        )
+        return [a[0] for a in answers]
 
     def _metrics(self, spec: evaluator_pb2.EvaluationSpec) -> list[Metric]:
         out = []
