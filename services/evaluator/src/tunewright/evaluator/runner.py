@@ -23,6 +23,7 @@ from google.protobuf import json_format
 from tunewright.common.v1 import common_pb2
 from tunewright.core.artifacts import ArtifactRef, ArtifactStore
 from tunewright.core.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from tunewright.core.model_versions import fetch_chain
 from tunewright.core.plugins import Registries
 from tunewright.evaluator.comparison import Delta, Metric, MetricValue, paired_delta, score
 from tunewright.evaluator.gate import GatePolicy, GateRule, decide
@@ -73,14 +74,6 @@ def rows_from(data: bytes, media_type: str) -> list[dict[str, Any]]:
 
 
 Messages = list[dict[str, str]]
-
-
-@dataclass(frozen=True)
-class Weights:
-    """One link of a model version's chain: where its trained folder was unpacked."""
-
-    model_version_id: str
-    folder: Path  # the trainer's output: model/, tokenizer/, config.json
 
 
 @dataclass(frozen=True)
@@ -182,27 +175,6 @@ class Evaluation:
         self.plugins = plugins
         self.workdir = workdir
 
-    async def _chain(
-        self, mv: registry_pb2.ModelVersion, workspace: str, into: Path
-    ) -> list[Weights]:
-        chain = [mv]
-        while chain[-1].parent_model_version_id:
-            parent = await self.lookup.model_version(
-                common_pb2.ModelVersionRef(id=chain[-1].parent_model_version_id), workspace
-            )
-            chain.append(parent)
-        links = []
-        for version in reversed(chain):  # root first
-            if not version.HasField("weights") or not version.weights.uri:
-                raise FailedPrecondition(
-                    f"model version {version.id} has no weights", reason="MODEL_WITHOUT_WEIGHTS"
-                )
-            folder = into / version.id
-            if not folder.exists():
-                await self.artifacts.get_dir(_ref(version.weights), folder)
-            links.append(Weights(version.id, folder))
-        return links
-
     def _base(self, uri: str, seed: int) -> Any:
         scheme, _, rest = uri.partition(":")
         if scheme not in self.plugins.base_models:
@@ -250,26 +222,35 @@ class Evaluation:
         versions: dict[str, str] = {"candidate": candidate.id}
         with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
             folders = Path(tmp)
-            cand_chain = await self._chain(candidate, workspace, folders)
-            root = await self._root(candidate, workspace)
-            seed = int(candidate.labels.get("seed", "0") or 0)
-            tokenizer_dir = cand_chain[-1].folder
-            plans: list[tuple[str, str, list[Weights], Path]] = [
-                ("candidate", root.base_model, cand_chain, tokenizer_dir)
+
+            async def by_id(model_version_id: str) -> registry_pb2.ModelVersion:
+                ref = common_pb2.ModelVersionRef(id=model_version_id)
+                return await self.lookup.model_version(ref, workspace)
+
+            cand = await fetch_chain(candidate, by_id, self.artifacts, folders)
+            # (role, base model, seed, trained folders root first, tokenizer folder)
+            plans: list[tuple[str, str, int, list[Path], Path]] = [
+                ("candidate", cand.base_model, cand.seed, list(cand.folders), cand.tokenizer)
             ]
             for baseline in spec.baselines:
                 if baseline.model.id or baseline.model.model:
                     mv = await self.lookup.model_version(baseline.model, workspace)
-                    chain = await self._chain(mv, workspace, folders)
-                    base_root = await self._root(mv, workspace)
+                    chain = await fetch_chain(mv, by_id, self.artifacts, folders)
                     versions[baseline.role] = mv.id
-                    plans.append((baseline.role, base_root.base_model, chain, chain[-1].folder))
+                    plans.append(
+                        (
+                            baseline.role,
+                            chain.base_model,
+                            chain.seed,
+                            list(chain.folders),
+                            chain.tokenizer,
+                        )
+                    )
                 else:
                     # the bare base: what the candidate was trained from, with its tokenizer
-                    plans.append(
-                        (baseline.role, baseline.base_model or root.base_model, [], tokenizer_dir)
-                    )
-            for role, base_uri, chain, tok_dir in plans:
+                    base = baseline.base_model or cand.base_model
+                    plans.append((baseline.role, base, cand.seed, [], cand.tokenizer))
+            for role, base_uri, seed, chain, tok_dir in plans:
                 await progress(f"generating with {role} ({len(samples)} samples)")
                 outputs[role] = await asyncio.to_thread(
                     self._answers, base_uri, seed, chain, tok_dir, prompts, decoding
@@ -325,20 +306,11 @@ class Evaluation:
             files[name] = await self.artifacts.put_bytes(data, media)
         return Outcome(self._run_pb(run_id, spec, values, deltas, verdict, versions, files), files)
 
-    async def _root(
-        self, mv: registry_pb2.ModelVersion, workspace: str
-    ) -> registry_pb2.ModelVersion:
-        while mv.parent_model_version_id:
-            mv = await self.lookup.model_version(
-                common_pb2.ModelVersionRef(id=mv.parent_model_version_id), workspace
-            )
-        return mv
-
     def _answers(
         self,
         base_uri: str,
         seed: int,
-        chain: list[Weights],
+        chain: list[Path],
         tok_dir: Path,
         prompts: list[Messages],
         decoding: Decoding,
@@ -350,7 +322,7 @@ class Evaluation:
         generator = self.plugins.generators.get("local").factory()
         answers = generator.generate(
             base=self._base(base_uri, seed),
-            weights=[link.folder for link in chain],
+            weights=chain,
             tokenizer=tok_dir,
             prompts=prompts,
             max_new_tokens=decoding.max_new_tokens,
