@@ -319,6 +319,7 @@ class Stack:
             # services that call the registry find it in the stack (other services ignore a
             # TW_<SECTION>__ variable for a section they do not have)
             TW_EVALUATOR__REGISTRY_ADDRESS=f"127.0.0.1:{self.settings.stack.ports['registry']}",
+            TW_SYNTH__REGISTRY_ADDRESS=f"127.0.0.1:{self.settings.stack.ports['registry']}",
         )
         with open(log_file, "ab") as log:
             proc = subprocess.Popen(

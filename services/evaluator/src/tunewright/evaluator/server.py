@@ -21,9 +21,9 @@ from tunewright.core import subjects
 from tunewright.core.bus import Delivery, event_meta
 from tunewright.core.errors import NotFound, TunewrightError
 from tunewright.core.ids import new_id, stable_id
+from tunewright.core.registry_client import RegistryClient
 from tunewright.core.service import Consumer, GrpcBinding, ServiceContext, ServiceDefinition
 from tunewright.core.service import main as run_service_main
-from tunewright.evaluator.lookup import RegistryLookup
 from tunewright.evaluator.runner import Evaluation, validate
 from tunewright.evaluator.settings import EvaluatorSettings
 from tunewright.evaluator.v1 import evaluator_pb2, evaluator_pb2_grpc
@@ -79,7 +79,7 @@ class Evaluator(evaluator_pb2_grpc.EvaluatorServiceServicer):
         self.store = RunStore(data / "runs")
         self.workdir = data / "work"
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.lookup = RegistryLookup(context.settings.evaluator.registry_address)
+        self.lookup = RegistryClient(context.settings.evaluator.registry_address)
 
     # --- gRPC ---
 

@@ -1,5 +1,6 @@
-"""The registry, as the evaluator asks it: model versions (by id, name+version or alias),
-dataset versions and training runs, over the RegistryService gRPC API."""
+"""A small client of the registry's gRPC API for services that read from it (the evaluator,
+synth): model versions (by id, name + version or alias), dataset versions, training runs.
+A missing entity is a NotFound; an unreachable registry a FailedPrecondition."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from tunewright.core.errors import FailedPrecondition, NotFound
 from tunewright.registry.v1 import registry_pb2, registry_pb2_grpc
 
 
-class RegistryLookup:
+class RegistryClient:
     def __init__(self, address: str) -> None:
         self.address = address
         self._channel: Any = None

@@ -1,0 +1,286 @@
+"""Preference data from a model's own answers: candidates out to a feedback backend, rankings
+back in as a preference dataset version.
+
+1. :meth:`Preferences.candidates`: the prompts of a dataset version (chat rows: every turn but
+   the last assistant one; its answer is kept as the record's reference), N sampled responses
+   per prompt from a registered model version (the ``local`` generator), published to the
+   feedback backend as one record per prompt.
+2. :meth:`Preferences.collect`: the backend's rankings, one preference pair per ranking (best
+   vs worst response; a ranking whose best and worst texts are equal teaches nothing and is
+   skipped), with the annotator kept on every row, agreement when several annotators ranked a
+   record, written as a JSONL split and described as a ``preference`` dataset version whose
+   parent is the prompts' dataset version.
+
+Transport-free: the registry and the backends come in as objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import tempfile
+from collections import Counter, defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from tunewright.common.v1 import common_pb2
+from tunewright.core.artifacts import ArtifactRef, ArtifactStore
+from tunewright.core.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from tunewright.core.model_versions import fetch_chain
+from tunewright.core.plugins import Registries
+from tunewright.registry.v1 import registry_pb2
+from tunewright.synth.v1 import synth_pb2
+
+
+class Registry(Protocol):
+    async def model_version(
+        self, ref: common_pb2.ModelVersionRef, workspace: str
+    ) -> registry_pb2.ModelVersion: ...
+    async def dataset_version(
+        self, ref: common_pb2.DatasetVersionRef, workspace: str
+    ) -> registry_pb2.DatasetVersion: ...
+
+
+@dataclass(frozen=True)
+class Published:
+    records: int
+    review_url: str
+    backend: str
+    dataset: str
+
+
+@dataclass(frozen=True)
+class Collected:
+    dataset_version: registry_pb2.DatasetVersion
+    pairs: int
+    annotators: int
+    agreement: float
+    simulated: bool
+
+
+def _rows(data: bytes, media_type: str) -> list[dict[str, Any]]:
+    if data.startswith(b"PAR1") or "parquet" in media_type:
+        import pyarrow.parquet as pq
+
+        return list(pq.read_table(io.BytesIO(data)).to_pylist())
+    return [json.loads(line) for line in data.decode().splitlines() if line.strip()]
+
+
+def _prompt_and_reference(row: Mapping[str, Any]) -> tuple[list[dict[str, str]], str] | None:
+    messages = row.get("messages")
+    if isinstance(messages, str):
+        messages = json.loads(messages)
+    if (
+        isinstance(messages, list)
+        and len(messages) >= 2
+        and messages[-1].get("role") == "assistant"
+    ):
+        return [{"role": m["role"], "content": m["content"]} for m in messages[:-1]], str(
+            messages[-1]["content"]
+        )
+    prompt = row.get("prompt")
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}], str(row.get("completion", ""))
+    if isinstance(prompt, list):
+        return [{"role": m["role"], "content": m["content"]} for m in prompt], ""
+    return None
+
+
+def _backend(plugins: Registries, ref: common_pb2.PluginRef, directory: Path) -> tuple[str, Any]:
+    name = ref.name or "simulated"
+    if name not in plugins.feedback_backends:
+        raise InvalidArgument(
+            f"unknown feedback backend {name!r}",
+            field_violations=[
+                FieldViolation(
+                    "spec.feedback_backend.name",
+                    f"registered: {', '.join(plugins.feedback_backends.names())}",
+                )
+            ],
+        )
+    from google.protobuf import json_format
+
+    params = json_format.MessageToDict(ref.params) if ref.HasField("params") else {}
+    return name, plugins.feedback_backends.get(name).factory(directory=directory / name, **params)
+
+
+class Preferences:
+    def __init__(
+        self, *, registry: Registry, artifacts: ArtifactStore, plugins: Registries, workdir: Path
+    ) -> None:
+        self.registry = registry
+        self.artifacts = artifacts
+        self.plugins = plugins
+        self.workdir = workdir
+
+    async def candidates(self, job_id: str, spec: synth_pb2.SynthJobSpec) -> Published:
+        task = spec.preference_candidates
+        workspace = spec.workspace or "default"
+        if not task.feedback_dataset:
+            raise InvalidArgument(
+                "feedback_dataset is required",
+                field_violations=[
+                    FieldViolation("spec.preference_candidates.feedback_dataset", "required")
+                ],
+            )
+        n = task.responses_per_prompt or 2
+        if n < 2:
+            raise InvalidArgument(
+                "ranking needs at least 2 responses per prompt",
+                field_violations=[
+                    FieldViolation(
+                        "spec.preference_candidates.responses_per_prompt", "must be >= 2"
+                    )
+                ],
+            )
+        dataset = await self.registry.dataset_version(task.prompts, workspace)
+        split = "train" if "train" in dataset.splits else next(iter(dataset.splits), "")
+        if not split:
+            raise FailedPrecondition(
+                f"dataset version {dataset.id} has no splits", reason="NO_SPLITS"
+            )
+        ref = dataset.splits[split]
+        rows = _rows(await self.artifacts.get_bytes(ArtifactRef.from_uri(ref.uri)), ref.media_type)
+        prompts = [p for p in (_prompt_and_reference(r) for r in rows) if p is not None]
+        if task.max_prompts:
+            prompts = prompts[: task.max_prompts]
+        if not prompts:
+            raise FailedPrecondition(f"no prompts in {dataset.id}", reason="NO_PROMPTS")
+        model = await self.registry.model_version(task.model, workspace)
+
+        async def by_id(model_version_id: str) -> registry_pb2.ModelVersion:
+            return await self.registry.model_version(
+                common_pb2.ModelVersionRef(id=model_version_id), workspace
+            )
+
+        if "local" not in self.plugins.generators:
+            raise FailedPrecondition(
+                "no 'local' generator plugin is installed", reason="NO_GENERATOR"
+            )
+        generator = self.plugins.generators.get("local").factory()
+        gen = task.generation
+        with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
+            chain = await fetch_chain(model, by_id, self.artifacts, Path(tmp))
+            base_scheme, _, base_ref = chain.base_model.partition(":")
+            base = self.plugins.base_models.get(base_scheme).factory(base_ref, seed=chain.seed)
+            responses = await asyncio.to_thread(
+                generator.generate,
+                base=base,
+                weights=list(chain.folders),
+                tokenizer=chain.tokenizer,
+                prompts=[p for p, _ in prompts],
+                max_new_tokens=gen.max_new_tokens or 48,
+                batch_size=gen.batch_size or 8,
+                do_sample=True,
+                temperature=gen.temperature if gen.HasField("temperature") else 1.0,
+                top_p=gen.top_p if gen.HasField("top_p") else 0.95,
+                seed=gen.seed or spec.seed,
+                num_return_sequences=n,
+            )
+        records = [
+            {
+                "record_id": f"{job_id}-{i}",
+                "prompt": prompt,
+                "reference": reference,
+                "responses": answers,
+                "model_version_id": model.id,
+                "prompts_dataset_version_id": dataset.id,
+            }
+            for i, ((prompt, reference), answers) in enumerate(zip(prompts, responses, strict=True))
+        ]
+        name, backend = _backend(self.plugins, task.feedback_backend, self.workdir / "feedback")
+        url = await asyncio.to_thread(backend.publish, task.feedback_dataset, records)
+        return Published(len(records), str(url), name, task.feedback_dataset)
+
+    async def collect(self, job_id: str, spec: synth_pb2.SynthJobSpec) -> Collected:
+        task = spec.feedback_collection
+        workspace = spec.workspace or "default"
+        if not task.feedback_dataset or not task.output_dataset:
+            raise InvalidArgument(
+                "feedback_dataset and output_dataset are required",
+                field_violations=[
+                    FieldViolation(
+                        "spec.feedback_collection", "feedback_dataset and output_dataset"
+                    )
+                ],
+            )
+        name, backend = _backend(self.plugins, task.feedback_backend, self.workdir / "feedback")
+        rankings = await asyncio.to_thread(backend.collect, task.feedback_dataset)
+        records = {
+            r["record_id"]: r
+            for r in await asyncio.to_thread(backend.records, task.feedback_dataset)
+        }
+        by_record: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for ranking in rankings:
+            by_record[ranking["record_id"]].append(ranking)
+        minimum = task.min_annotators or 1
+        rows, annotators, agreements, parents = [], set(), [], set()
+        for record_id, ranked in sorted(by_record.items()):
+            record = records.get(record_id)
+            if record is None or len(ranked) < minimum:
+                continue
+            best_votes = Counter(r["ranking"][0] for r in ranked)
+            agreements.append(max(best_votes.values()) / len(ranked))
+            top = ranked[0]["ranking"]
+            chosen, rejected = record["responses"][top[0]], record["responses"][top[-1]]
+            if chosen.strip() == rejected.strip():
+                continue
+            annotators.update(r["annotator"] for r in ranked)
+            parents.add(record.get("prompts_dataset_version_id", ""))
+            rows.append(
+                {
+                    "prompt": record["prompt"],
+                    "chosen": chosen,
+                    "rejected": rejected,
+                    "annotators": sorted({r["annotator"] for r in ranked}),
+                    "record_id": record_id,
+                }
+            )
+        if task.min_records and len(rows) < task.min_records:
+            raise FailedPrecondition(
+                f"{len(rows)} usable rankings, fewer than min_records {task.min_records}",
+                reason="NOT_ENOUGH_FEEDBACK",
+            )
+        if not rows:
+            raise FailedPrecondition("no usable rankings yet", reason="NO_FEEDBACK")
+        body = "".join(
+            json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows
+        ).encode()
+        ref = await self.artifacts.put_bytes(body, "application/jsonl")
+        digest = hashlib.sha256(body).hexdigest()
+        version = registry_pb2.DatasetVersion(
+            id=f"dsv-{hashlib.sha256(f'{workspace}/{task.output_dataset}/{digest}'.encode()).hexdigest()[:24]}",
+            workspace=workspace,
+            dataset=task.output_dataset,
+            content_hash=digest,
+            kind=common_pb2.DATASET_KIND_PREFERENCE,
+            source=registry_pb2.DATASET_SOURCE_FEEDBACK,
+            produced_by=job_id,
+            parent_version_ids=sorted(p for p in parents if p),
+            counts=registry_pb2.RowCounts(
+                total=len(by_record), accepted=len(rows), train=len(rows)
+            ),
+            labels={
+                "feedback_backend": name,
+                "simulated": str(getattr(backend, "simulated", False)).lower(),
+            },
+        )
+        version.splits["train"].CopyFrom(
+            common_pb2.ArtifactRef(
+                uri=ref.uri,
+                sha256=ref.sha256,
+                size_bytes=ref.size_bytes or 0,
+                media_type=ref.media_type,
+            )
+        )
+        return Collected(
+            dataset_version=version,
+            pairs=len(rows),
+            annotators=len(annotators),
+            agreement=sum(agreements) / len(agreements) if agreements else 0.0,
+            simulated=bool(getattr(backend, "simulated", False)),
+        )

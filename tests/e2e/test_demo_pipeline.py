@@ -1,0 +1,132 @@
+"""The example pipeline (examples/support-tickets/pipeline.yaml) end to end with all five
+real services in one process: generated dirty tickets -> curated -> SFT -> preference
+candidates ranked by the simulated annotator -> DPO on the SFT model -> evaluation against the
+base and the SFT model -> gated promotion. Nothing is played by the test."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+
+from tunewright.common.v1 import common_pb2
+from tunewright.core.service import start_service
+from tunewright.core.settings import load_settings
+from tunewright.evaluator.server import DEFINITION as EVALUATOR
+from tunewright.ingest.server import DEFINITION as INGEST
+from tunewright.ingest.v1 import ingest_pb2, ingest_pb2_grpc
+from tunewright.registry.server import DEFINITION as REGISTRY
+from tunewright.registry.v1 import registry_pb2, registry_pb2_grpc
+from tunewright.synth.server import DEFINITION as SYNTH
+from tunewright.trainer.server import DEFINITION as TRAINER
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "support-tickets"
+
+
+def _ticketgen():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("ticketgen", EXAMPLE / "ticketgen.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["ticketgen"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+async def _upload(stub: ingest_pb2_grpc.IngestServiceStub, data: bytes) -> common_pb2.ArtifactRef:
+    async def chunks() -> AsyncIterator[ingest_pb2.UploadDatasetRequest]:
+        yield ingest_pb2.UploadDatasetRequest(
+            header=ingest_pb2.UploadHeader(filename="tickets.jsonl", size_bytes=len(data))
+        )
+        for i in range(0, len(data), 64 * 1024):
+            yield ingest_pb2.UploadDatasetRequest(chunk=data[i : i + 64 * 1024])
+
+    return (await stub.UploadDataset(chunks())).artifact
+
+
+async def test_the_example_pipeline_runs_end_to_end(nats_url: str, tmp_path: Path) -> None:
+    source = _ticketgen().write_tickets(tmp_path / "src", 300, seed=11)
+    common = {"nats": {"url": nats_url}, "grpc": {"port": 0}, "data_dir": tmp_path / "data"}
+    registry = await start_service(REGISTRY, load_settings(REGISTRY.settings_cls, **common))
+    address = f"127.0.0.1:{registry.port}"
+    services = [registry]
+    for definition, extra in (
+        (INGEST, {}),
+        (TRAINER, {}),
+        (SYNTH, {"synth": {"registry_address": address}}),
+        (EVALUATOR, {"evaluator": {"registry_address": address}}),
+    ):
+        services.append(
+            await start_service(
+                definition, load_settings(definition.settings_cls, **common, **extra)
+            )
+        )
+    ingest = services[1]
+    started = time.monotonic()
+    try:
+        async with (
+            grpc.aio.insecure_channel(f"127.0.0.1:{ingest.port}") as ich,
+            grpc.aio.insecure_channel(address) as rch,
+        ):
+            artifact = await _upload(ingest_pb2_grpc.IngestServiceStub(ich), source.read_bytes())
+            rstub = registry_pb2_grpc.RegistryServiceStub(rch)
+            run = (
+                await rstub.SubmitPipelineRun(
+                    registry_pb2.SubmitPipelineRunRequest(
+                        spec_yaml=(EXAMPLE / "pipeline.yaml").read_text(),
+                        parameters={"source": artifact.uri},
+                    )
+                )
+            ).run
+            for _ in range(3000):
+                run = (
+                    await rstub.GetPipelineRun(registry_pb2.GetPipelineRunRequest(run_id=run.id))
+                ).run
+                if run.status >= common_pb2.JOB_STATUS_SUCCEEDED:
+                    break
+                await asyncio.sleep(0.2)
+            stages = {s.name: (s.status, dict(s.outputs), s.error.message) for s in run.stages}
+            print(f"\ndemo pipeline: {time.monotonic() - started:.0f} s, {stages}")
+            assert run.status == common_pb2.JOB_STATUS_SUCCEEDED, (run.error, stages)
+
+            evaluation = (
+                await rstub.GetEvaluation(
+                    registry_pb2.GetEvaluationRequest(
+                        evaluation_id=run.stages[5].outputs["evaluation_id"]
+                    )
+                )
+            ).evaluation
+            for c in evaluation.run.comparisons:
+                print(f"  {c.metric} vs {c.baseline}: {c.candidate_value:.4f} vs {c.baseline_value:.4f}, "
+                      f"delta {c.delta:+.4f} [{c.ci_low:+.4f}, {c.ci_high:+.4f}]")  # fmt: skip
+            assert evaluation.run.verdict.passed
+            prefs = run.stages[3].outputs["dataset_version_id"]
+            graph = await rstub.GetLineage(
+                registry_pb2.GetLineageRequest(
+                    model=common_pb2.ModelVersionRef(id=run.model_version_id)
+                )
+            )
+            edges = {(e.from_id, e.relation, e.to_id) for e in graph.edges}
+            sft = run.stages[1].outputs["model_version_id"]
+            curated = run.stages[0].outputs["dataset_version_id"]
+            # DPO dataset version -> SFT parent model -> SFT dataset version -> curation report
+            assert (run.model_version_id, "trained_on", prefs) in edges
+            assert (run.model_version_id, "parent_model", sft) in edges
+            assert (sft, "trained_on", curated) in edges
+            assert any(f == curated and r == "curation_report" for f, r, _ in edges)
+            aliases = await rstub.ListAliases(
+                registry_pb2.ListAliasesRequest(model="support-assistant")
+            )
+            assert [(a.alias, a.model_version_id) for a in aliases.aliases] == [
+                ("production", run.model_version_id)
+            ]
+    finally:
+        for running in reversed(services):
+            await running.stop()
