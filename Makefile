@@ -18,7 +18,7 @@ STAMP := $(VENV)/.installed
 .PHONY: install test lint proto proto-check up down status demo clean help
 
 help:
-	@echo "make demo    create the venv, start the stack, show its status, stop it"
+	@echo "make demo    create the venv, start the stack, run the example pipeline, write reports/, stop"
 	@echo "make test    run the test suite (installs first if needed)"
 	@echo "make install | lint | proto | proto-check | up | down | status | clean"
 
@@ -63,12 +63,19 @@ down:
 status:
 	$(TW) status
 
-# What works end to end today: the embedded stack (NATS + five services) starts, reports
-# SERVING with its streams and consumers, and stops cleanly.
+# The main job on the embedded default: start the stack, generate dirty support tickets, run
+# examples/support-tickets/pipeline.yaml (curate -> SFT -> preference candidates ranked by the
+# simulated annotator -> DPO -> evaluation vs base and SFT -> gated promotion) on CPU, print the
+# report, write reports/report.html + PNGs, stop the stack (also when the pipeline fails).
+DEMO_DATA := .tunewright/demo-data
 demo: install
 	$(TW) up
-	$(TW) status
-	$(TW) down
+	$(PY) examples/support-tickets/ticketgen.py --rows 1000 --seed 7 --out $(DEMO_DATA) > /dev/null
+	status=0; \
+	source=$$($(TW) upload $(DEMO_DATA)/tickets.jsonl) && \
+	$(TW) run examples/support-tickets/pipeline.yaml -p source=$$source --report-dir reports \
+	  || status=$$?; \
+	$(TW) down; exit $$status
 
 clean:
 	-$(TW) down

@@ -10,7 +10,9 @@ service; ``--data-dir`` is a shortcut for ``TW_DATA_DIR``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,13 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from tunewright.cli.pipelines import PipelineError, RegistryClient, RunSummary, parse_parameters
+from tunewright.cli.pipelines import (
+    PipelineError,
+    RegistryClient,
+    RunSummary,
+    parse_parameters,
+)
+from tunewright.cli.pipelines import upload as upload_file
 from tunewright.cli.progress import ProgressFollower
 from tunewright.cli.stack import Stack, StackError, StackSettings, as_json, mask_url
 from tunewright.core.bus import EventBus
@@ -213,6 +221,86 @@ def _follow_with_progress(
     return summary
 
 
+def _artifact(settings: StackSettings, uri: str) -> bytes | None:
+    """An artifact from the local stack's store (the CLI runs beside it); None elsewhere."""
+    if not uri:
+        return None
+    from tunewright.core.artifacts import ArtifactRef, LocalArtifactStore
+
+    try:
+        store = LocalArtifactStore(settings.artifacts_root)
+        return asyncio.run(store.get_bytes(ArtifactRef.from_uri(uri)))
+    except Exception:  # another host's store, or gone: the report says where it lives instead
+        return None
+
+
+def _print_report(
+    client: RegistryClient, run_id: str, settings: StackSettings, report_dir: Path | None
+) -> None:
+    """Curation counts and PII audit, metrics with CIs, the gate's verdict, report files."""
+    run = client.run(run_id)
+    outputs = {s.name: (s.kind, dict(s.outputs)) for s in run.stages}
+    for name, (kind, out) in outputs.items():
+        if kind == "ingest" and "dataset_version_id" in out:
+            dv = client.dataset_version(out["dataset_version_id"])
+            c = dv.counts
+            console.print(
+                f"[bold]curation[/bold] ({name}): {c.total} rows -> {c.accepted} accepted "
+                f"({c.train} train / {c.eval} eval), {c.quarantined} quarantined, "
+                f"{c.duplicates} duplicates, {c.filtered} filtered"
+            )
+            audit = _artifact(settings, dv.pii_audit.uri)
+            if audit:
+                data = json.loads(audit)
+                entities = data.get("spans_by_entity", {})
+                if isinstance(entities, dict) and entities:
+                    shown = ", ".join(f"{k} {v}" for k, v in sorted(entities.items()))
+                    console.print(f"[bold]PII scrubbed[/bold]: {shown}")
+        if kind == "feedback" and "dataset_version_id" in out:
+            dv = client.dataset_version(out["dataset_version_id"])
+            if dv.labels.get("simulated") == "true":
+                console.print(
+                    f"[yellow]preferences ({name}) were SIMULATED[/yellow]: the simulated "
+                    "annotator ranked the candidates by token F1 against the tickets' own answers"
+                )
+        if kind == "evaluate" and "evaluation_id" in out:
+            evaluation = client.evaluation(out["evaluation_id"]).run
+            table = Table(title=f"evaluation {evaluation.id}")
+            for col in ("model", "metric", "value", "95% CI"):
+                table.add_column(col)
+            for result in evaluation.results:
+                for m in result.metrics:
+                    table.add_row(
+                        result.role, m.name, f"{m.value:.4f}", f"{m.ci_low:.4f} .. {m.ci_high:.4f}"
+                    )
+            console.print(table)
+            deltas = Table(title="candidate vs baselines (paired bootstrap)")
+            for col in ("metric", "baseline", "delta", "95% CI"):
+                deltas.add_column(col)
+            for d in evaluation.comparisons:
+                deltas.add_row(
+                    d.metric, d.baseline, f"{d.delta:+.4f}", f"{d.ci_low:+.4f} .. {d.ci_high:+.4f}"
+                )
+            console.print(deltas)
+            verdict = "[green]PASSED[/green]" if evaluation.verdict.passed else "[red]FAILED[/red]"
+            console.print(f"gate: {verdict}")
+            for reason in evaluation.verdict.reasons:
+                console.print(f"  {reason}", highlight=False)
+            html = _artifact(settings, evaluation.report_html.uri)
+            if report_dir is not None and html:
+                report_dir.mkdir(parents=True, exist_ok=True)
+                (report_dir / "report.html").write_bytes(html)
+                # the plots are embedded in the page; also write them as files
+                for png, data in re.findall(
+                    r"<h3>([\w.-]+\.png)</h3><img alt='[^']*' src='data:image/png;base64,([^']+)'",
+                    html.decode(),
+                ):
+                    (report_dir / png).write_bytes(base64.b64decode(data))
+                console.print(f"report: {report_dir / 'report.html'} (+ PNG plots beside it)")
+            elif evaluation.report_html.uri:
+                console.print(f"report: artifact {evaluation.report_html.uri}")
+
+
 def _print_summary(client: RegistryClient, summary: RunSummary) -> None:
     table = Table(title=f"pipeline {summary.name} ({summary.run_id}): {summary.status}")
     for col in ("stage", "kind", "status", "outputs"):
@@ -247,6 +335,11 @@ def _print_summary(client: RegistryClient, summary: RunSummary) -> None:
 @data_dir_option
 @registry_option
 @click.option("--nats-url", help="NATS for live progress (default: the local stack's).")
+@click.option(
+    "--report-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Write the evaluation's report.html and PNG plots here.",
+)
 def run(
     spec_file: Path,
     params: tuple[str, ...],
@@ -256,6 +349,7 @@ def run(
     data_dir: Path | None,
     registry: str | None,
     nats_url: str | None,
+    report_dir: Path | None,
 ) -> None:
     """Submit a pipeline YAML to the registry and follow it to the end.
 
@@ -268,8 +362,10 @@ def run(
         if detach:
             click.echo(run_id)
             return
-        summary = _follow_with_progress(client, run_id, _settings(config, data_dir, nats_url))
+        settings = _settings(config, data_dir, nats_url)
+        summary = _follow_with_progress(client, run_id, settings)
         _print_summary(client, summary)
+        _print_report(client, run_id, settings, report_dir)
     except PipelineError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
@@ -277,6 +373,25 @@ def run(
     if summary.status != "succeeded":
         stage = f" at stage {summary.failed_stage}" if summary.failed_stage else ""
         raise click.ClickException(f"pipeline {summary.status}{stage}: {summary.error}")
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--ingest", help="Ingest gRPC address (default: the local stack's ingest port).")
+@config_option
+@data_dir_option
+def upload(path: Path, ingest: str | None, config: Path | None, data_dir: Path | None) -> None:
+    """Upload a raw dataset file to the ingest service; prints its artifact URI.
+
+    Use the URI as a pipeline's source: `tunewright run pipeline.yaml -p source=URI`.
+    """
+    settings = _settings(config, data_dir, None)
+    address = ingest or f"127.0.0.1:{settings.stack.ports['ingest']}"
+    try:
+        uri = upload_file(address, path)
+    except PipelineError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(uri)
 
 
 @cli.command()

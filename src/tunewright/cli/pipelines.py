@@ -115,6 +115,30 @@ class RegistryClient:
         assert isinstance(reply, registry_pb2.CancelPipelineRunResponse)
         return _summary(reply.run)
 
+    def run(self, run_id: str) -> registry_pb2.PipelineRun:
+        reply = self._call(
+            self._stub.GetPipelineRun, registry_pb2.GetPipelineRunRequest(run_id=run_id)
+        )
+        assert isinstance(reply, registry_pb2.GetPipelineRunResponse)
+        return reply.run
+
+    def dataset_version(self, dataset_version_id: str) -> registry_pb2.DatasetVersion:
+        reply = self._call(
+            self._stub.GetDatasetVersion,
+            registry_pb2.GetDatasetVersionRequest(
+                ref=common_pb2.DatasetVersionRef(id=dataset_version_id)
+            ),
+        )
+        assert isinstance(reply, registry_pb2.GetDatasetVersionResponse)
+        return reply.dataset_version
+
+    def evaluation(self, evaluation_id: str) -> registry_pb2.Evaluation:
+        reply = self._call(
+            self._stub.GetEvaluation, registry_pb2.GetEvaluationRequest(evaluation_id=evaluation_id)
+        )
+        assert isinstance(reply, registry_pb2.GetEvaluationResponse)
+        return reply.evaluation
+
     def lineage(self, model_version_id: str) -> registry_pb2.GetLineageResponse:
         reply = self._call(
             self._stub.GetLineage,
@@ -162,3 +186,26 @@ def parse_parameters(pairs: tuple[str, ...]) -> dict[str, str]:
             raise PipelineError(f"parameter {pair!r} must look like name=value")
         out[key] = value
     return out
+
+
+def upload(address: str, path: Path, *, chunk_bytes: int = 1 << 20) -> str:
+    """Stream ``path`` to the ingest service (UploadDataset); returns the artifact URI."""
+    from tunewright.ingest.v1 import ingest_pb2, ingest_pb2_grpc
+
+    size = path.stat().st_size
+
+    def requests() -> Iterator[ingest_pb2.UploadDatasetRequest]:
+        yield ingest_pb2.UploadDatasetRequest(
+            header=ingest_pb2.UploadHeader(filename=path.name, size_bytes=size)
+        )
+        with path.open("rb") as source:
+            while chunk := source.read(chunk_bytes):
+                yield ingest_pb2.UploadDatasetRequest(chunk=chunk)
+
+    with grpc.insecure_channel(address) as channel:
+        stub = ingest_pb2_grpc.IngestServiceStub(channel)
+        try:
+            reply = stub.UploadDataset(requests(), timeout=600)
+        except grpc.RpcError as exc:
+            raise _refusal(exc) from None
+    return str(reply.artifact.uri)
