@@ -6,12 +6,10 @@ base and the SFT model -> gated promotion. Nothing is played by the test."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
-import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -20,7 +18,6 @@ from tunewright.core.service import start_service
 from tunewright.core.settings import load_settings
 from tunewright.evaluator.server import DEFINITION as EVALUATOR
 from tunewright.ingest.server import DEFINITION as INGEST
-from tunewright.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from tunewright.registry.server import DEFINITION as REGISTRY
 from tunewright.registry.v1 import registry_pb2, registry_pb2_grpc
 from tunewright.synth.server import DEFINITION as SYNTH
@@ -31,28 +28,10 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "support-tickets"
 
 
-def _ticketgen():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("ticketgen", EXAMPLE / "ticketgen.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["ticketgen"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-async def _upload(stub: ingest_pb2_grpc.IngestServiceStub, data: bytes) -> common_pb2.ArtifactRef:
-    async def chunks() -> AsyncIterator[ingest_pb2.UploadDatasetRequest]:
-        yield ingest_pb2.UploadDatasetRequest(
-            header=ingest_pb2.UploadHeader(filename="tickets.jsonl", size_bytes=len(data))
-        )
-        for i in range(0, len(data), 64 * 1024):
-            yield ingest_pb2.UploadDatasetRequest(chunk=data[i : i + 64 * 1024])
-
-    return (await stub.UploadDataset(chunks())).artifact
-
-
-async def test_the_example_pipeline_runs_end_to_end(nats_url: str, tmp_path: Path) -> None:
-    source = _ticketgen().write_tickets(tmp_path / "src", 300, seed=11)
+async def test_the_example_pipeline_runs_end_to_end(
+    nats_url: str, tmp_path: Path, ticketgen: Any, upload: Any
+) -> None:
+    source = ticketgen.write_tickets(tmp_path / "src", 300, seed=11)
     common = {"nats": {"url": nats_url}, "grpc": {"port": 0}, "data_dir": tmp_path / "data"}
     registry = await start_service(REGISTRY, load_settings(REGISTRY.settings_cls, **common))
     address = f"127.0.0.1:{registry.port}"
@@ -71,11 +50,8 @@ async def test_the_example_pipeline_runs_end_to_end(nats_url: str, tmp_path: Pat
     ingest = services[1]
     started = time.monotonic()
     try:
-        async with (
-            grpc.aio.insecure_channel(f"127.0.0.1:{ingest.port}") as ich,
-            grpc.aio.insecure_channel(address) as rch,
-        ):
-            artifact = await _upload(ingest_pb2_grpc.IngestServiceStub(ich), source.read_bytes())
+        async with grpc.aio.insecure_channel(address) as rch:
+            artifact = await upload(ingest.port, source.read_bytes())
             rstub = registry_pb2_grpc.RegistryServiceStub(rch)
             run = (
                 await rstub.SubmitPipelineRun(

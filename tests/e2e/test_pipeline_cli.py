@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -192,3 +193,27 @@ async def test_bad_spec_is_refused_with_field_reasons(
     )
     assert code == 1
     assert "PIPELINE_SPEC_INVALID" in out and "stages[0].kind" in out
+
+
+async def test_upload_prints_the_artifact_uri(
+    nats_url: str, tmp_path: Path, ticketgen: Any
+) -> None:
+    from tunewright.core.artifacts import ArtifactRef
+    from tunewright.ingest.server import DEFINITION as INGEST
+
+    settings = load_settings(
+        INGEST.settings_cls, nats={"url": nats_url}, grpc={"port": 0}, data_dir=tmp_path / "data"
+    )
+    ingest = await start_service(INGEST, settings)
+    try:
+        source = ticketgen.write_tickets(tmp_path / "src", 20, seed=1)
+        code, out = await _tw(
+            "upload", str(source), "--ingest", f"127.0.0.1:{ingest.port}", cwd=tmp_path
+        )
+        assert code == 0, out
+        uri = out.strip().splitlines()[-1]
+        assert uri.startswith("tw-artifact:sha256:")
+        stored = await ingest.context.artifacts.get_bytes(ArtifactRef.from_uri(uri))
+        assert stored == source.read_bytes()
+    finally:
+        await ingest.stop()

@@ -7,11 +7,9 @@ the test: ingest, trainer and registry are the real services, in one process."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -19,7 +17,6 @@ from tunewright.common.v1 import common_pb2
 from tunewright.core.service import start_service
 from tunewright.core.settings import load_settings
 from tunewright.ingest.server import DEFINITION as INGEST
-from tunewright.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from tunewright.registry.server import DEFINITION as REGISTRY
 from tunewright.registry.v1 import registry_pb2, registry_pb2_grpc
 from tunewright.trainer.server import DEFINITION as TRAINER
@@ -49,32 +46,10 @@ stages:
 """
 
 
-def _ticketgen():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location(
-        "ticketgen", ROOT / "examples/support-tickets/ticketgen.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["ticketgen"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-async def _upload(stub: ingest_pb2_grpc.IngestServiceStub, data: bytes) -> common_pb2.ArtifactRef:
-    async def chunks() -> AsyncIterator[ingest_pb2.UploadDatasetRequest]:
-        yield ingest_pb2.UploadDatasetRequest(
-            header=ingest_pb2.UploadHeader(filename="tickets.jsonl", size_bytes=len(data))
-        )
-        for i in range(0, len(data), 64 * 1024):
-            yield ingest_pb2.UploadDatasetRequest(chunk=data[i : i + 64 * 1024])
-
-    return (await stub.UploadDataset(chunks())).artifact
-
-
 async def test_tickets_are_curated_then_trained_on_by_a_registry_pipeline(
-    nats_url: str, tmp_path: Path
+    nats_url: str, tmp_path: Path, ticketgen: Any, upload: Any
 ) -> None:
-    source = _ticketgen().write_tickets(tmp_path / "src", 200, seed=5)
+    source = ticketgen.write_tickets(tmp_path / "src", 200, seed=5)
     common = {"nats": {"url": nats_url}, "grpc": {"port": 0}, "data_dir": tmp_path / "data"}
     services = [
         await start_service(definition, load_settings(definition.settings_cls, **common))
@@ -82,11 +57,8 @@ async def test_tickets_are_curated_then_trained_on_by_a_registry_pipeline(
     ]
     registry, ingest, _trainer = services
     try:
-        async with (
-            grpc.aio.insecure_channel(f"127.0.0.1:{ingest.port}") as ich,
-            grpc.aio.insecure_channel(f"127.0.0.1:{registry.port}") as rch,
-        ):
-            artifact = await _upload(ingest_pb2_grpc.IngestServiceStub(ich), source.read_bytes())
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{registry.port}") as rch:
+            artifact = await upload(ingest.port, source.read_bytes())
             rstub = registry_pb2_grpc.RegistryServiceStub(rch)
             run = (
                 await rstub.SubmitPipelineRun(
