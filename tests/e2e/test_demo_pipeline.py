@@ -72,6 +72,21 @@ async def test_the_example_pipeline_runs_end_to_end(
             print(f"\ndemo pipeline: {time.monotonic() - started:.0f} s, {stages}")
             assert run.status == common_pb2.JOB_STATUS_SUCCEEDED, (run.error, stages)
 
+            # every stage's events, in the pipeline's order: each starts after the last ended
+            events = [
+                (r.stage, r.event.message)
+                async for r in rstub.StreamPipelineRunEvents(
+                    registry_pb2.StreamPipelineRunEventsRequest(run_id=run.id)
+                )
+            ]
+            order = ["curate", "sft", "candidates", "feedback", "dpo", "evaluate", "promote"]
+            seen = list(dict.fromkeys(stage for stage, _ in events if stage))
+            assert seen == order, seen
+            for stage in order:
+                mine = [i for i, (s, _) in enumerate(events) if s == stage]
+                assert events[mine[-1]][1].endswith("succeeded"), events[mine[-1]]
+            assert events[-1][1] == "pipeline succeeded"
+
             evaluation = (
                 await rstub.GetEvaluation(
                     registry_pb2.GetEvaluationRequest(
