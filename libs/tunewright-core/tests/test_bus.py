@@ -393,6 +393,11 @@ async def test_killed_consumer_message_is_redelivered(
 
 
 async def test_idempotent_runs_once_per_durable_and_skips_repeats(bus: EventBus) -> None:
+    # a second durable on the facts stream, declared for this test only
+    bus.consumers["audit-copy"] = replace(
+        catalog.consumer("registry-facts"), durable="audit-copy", **FAST
+    )  # type: ignore[arg-type]
+    await bus.declare()
     runs: list[str] = []
     got: list[Delivery] = []
     store = MemoryProcessedStore()
@@ -409,9 +414,9 @@ async def test_idempotent_runs_once_per_durable_and_skips_repeats(bus: EventBus)
     # facts are read by several durables: the default key is scoped by durable
     await bus.publish(s.TRAINER_JOB_SUCCEEDED, events_pb2.TrainerJobSucceeded(job_id="j"), key="j")
     await bus.consume("registry-facts", capture)
-    await bus.consume("evaluator-on-training", capture)
+    await bus.consume("audit-copy", capture)
     await eventually(lambda: len(got) == 2)
-    assert sorted(runs) == ["evaluator-on-training", "registry-facts"]
+    assert sorted(runs) == ["audit-copy", "registry-facts"]
     for d in got:  # a redelivery of either is acked without running again
         await wrapped(replace(d, num_delivered=2))
     assert len(runs) == 2

@@ -262,8 +262,7 @@ class KvProcessedStore:
 def processed_key(delivery: Delivery) -> str:
     """Default idempotency key: the message id, scoped by consumer.
 
-    Scoped because several durables (e.g. ``registry-facts`` and ``evaluator-on-training``) read
-    the same fact and must each process it once.
+    Scoped because several durables may read the same fact and must each process it once.
     """
     return f"{delivery.durable}:{delivery.msg_id}"
 

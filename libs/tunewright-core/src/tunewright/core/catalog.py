@@ -164,12 +164,6 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
     ),
     ConsumerSpec("TW_EVALUATOR_WORK", "evaluator-worker", description="evaluator workers"),
     ConsumerSpec(
-        "TW_FACTS",
-        "evaluator-on-training",
-        (s.TRAINER_JOB_SUCCEEDED,),
-        description="evaluator: evaluate finished training jobs a pipeline asks for",
-    ),
-    ConsumerSpec(
         "TW_PIPELINE_WORK", "pipeline-worker", description="registry: start submitted pipeline runs"
     ),
     # one durable, one writer: a fact is recorded and the pipelines it concerns are advanced in

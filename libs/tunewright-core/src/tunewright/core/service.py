@@ -11,10 +11,9 @@ consuming (in-flight handlers finish and ack), stop gRPC gracefully, drain NATS.
 Services stay thin: servicers convert pb <-> domain and call domain code, handlers decode an
 event and call domain code; neither imports another service.
 
-A skeleton service (one whose behaviour has not landed yet) registers the generated base
-servicer (every RPC answers UNIMPLEMENTED), dead-letters its work requests with
-:func:`reject_until_implemented` (kept in TW_DLQ with the reason, never acked away) and
-observes facts with :func:`log_and_ack` (metadata only).
+Work a service cannot do yet is refused with :class:`NotImplementedYet`: the bus dead-letters
+the request with that reason (kept in TW_DLQ, never acked away), and a pipeline stage waiting
+for it fails with DEAD_LETTERED.
 """
 
 from __future__ import annotations
@@ -44,9 +43,7 @@ __all__ = [
     "RunningService",
     "ServiceContext",
     "ServiceDefinition",
-    "log_and_ack",
     "main",
-    "reject_until_implemented",
     "start_service",
 ]
 
@@ -138,41 +135,6 @@ class NotImplementedYet(PermanentError):
     """Work this version of a service cannot do; the message goes to the dead-letter stream."""
 
     code = "UNIMPLEMENTED"
-
-
-def reject_until_implemented(service: str) -> Handler:
-    """Handler for work requests a skeleton service cannot perform yet.
-
-    The request is decoded (a malformed one fails the same way) and then dead-lettered with
-    the reason in its headers, so nothing is silently acked and lost: it stays in ``TW_DLQ``.
-    """
-
-    async def handle(delivery: Delivery) -> None:
-        delivery.decode()
-        log.warning(
-            "request not handled: not implemented in this version service=%s subject=%s msg_id=%s",
-            service,
-            delivery.subject,
-            delivery.msg_id,
-        )
-        raise NotImplementedYet(f"{service} cannot handle {delivery.subject} yet")
-
-    return handle
-
-
-def log_and_ack(service: str) -> Handler:
-    """Handler for facts a skeleton service observes: decode, log the metadata, ack."""
-
-    async def handle(delivery: Delivery) -> None:
-        delivery.decode()
-        log.info(
-            "fact observed service=%s subject=%s msg_id=%s",
-            service,
-            delivery.subject,
-            delivery.msg_id,
-        )
-
-    return handle
 
 
 async def start_service(definition: ServiceDefinition[S], settings: S) -> RunningService[S]:

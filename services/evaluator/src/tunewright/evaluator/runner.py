@@ -10,7 +10,6 @@ store. Generation comes from the `local` generator plugin and runs in a worker t
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -25,6 +24,7 @@ from tunewright.core.artifacts import ArtifactRef, ArtifactStore
 from tunewright.core.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from tunewright.core.model_versions import fetch_chain
 from tunewright.core.plugins import Registries
+from tunewright.core.splits import read_split_rows
 from tunewright.evaluator.comparison import Delta, Metric, MetricValue, paired_delta, score
 from tunewright.evaluator.gate import GatePolicy, GateRule, decide
 from tunewright.evaluator.report import Report, Sample, render
@@ -63,14 +63,6 @@ def _pb_ref(ref: ArtifactRef) -> common_pb2.ArtifactRef:
     return common_pb2.ArtifactRef(
         uri=ref.uri, sha256=ref.sha256, size_bytes=ref.size_bytes or 0, media_type=ref.media_type
     )
-
-
-def rows_from(data: bytes, media_type: str) -> list[dict[str, Any]]:
-    if data.startswith(b"PAR1") or "parquet" in media_type:
-        import pyarrow.parquet as pq
-
-        return list(pq.read_table(io.BytesIO(data)).to_pylist())
-    return [json.loads(line) for line in data.decode().splitlines() if line.strip()]
 
 
 Messages = list[dict[str, str]]
@@ -196,7 +188,9 @@ class Evaluation:
                 f"dataset version {dataset.id} has no {split!r} split", reason="SPLIT_NOT_FOUND"
             )
         ref = dataset.splits[split]
-        samples = samples_from(rows_from(await self.artifacts.get_bytes(_ref(ref)), ref.media_type))
+        samples = samples_from(
+            read_split_rows(await self.artifacts.get_bytes(_ref(ref)), ref.media_type)
+        )
         if spec.max_samples:
             samples = samples[: spec.max_samples]
         if not samples:
@@ -349,7 +343,7 @@ class Evaluation:
         if run is None or not run.metrics_log.uri:
             return []
         curve = []
-        for row in rows_from(
+        for row in read_split_rows(
             await self.artifacts.get_bytes(_ref(run.metrics_log)), "application/jsonl"
         ):
             if "loss" in row and "step" in row:

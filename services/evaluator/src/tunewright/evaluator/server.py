@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,14 @@ class RunStore:
             for p in self.root.glob("*.json")
         ]
         return sorted(runs, key=lambda r: r.created_at.ToNanoseconds(), reverse=True)
+
+
+@dataclass(frozen=True)
+class _RunView:
+    """What ``tw_after_evaluate`` sees of a run (tunewright.core.hookspecs.EvalRunView)."""
+
+    id: str
+    model: str
 
 
 def _status(run: evaluator_pb2.EvaluationRun, status: int, reason: str = "") -> None:
@@ -171,6 +180,18 @@ class Evaluator(evaluator_pb2_grpc.EvaluatorServiceServicer):
         )
         try:
             outcome = await evaluation.run(run_id, request.spec, progress)
+            verdict = outcome.run.verdict
+            # lifecycle hook; a plugin that raises a domain error fails the run
+            self.context.plugins.after_evaluate(
+                run=_RunView(run_id, outcome.run.spec.candidate.model.id),
+                result={
+                    "passed": verdict.passed,
+                    "reasons": list(verdict.reasons),
+                    "deltas": {
+                        f"{c.metric}/{c.baseline}": c.delta for c in outcome.run.comparisons
+                    },
+                },
+            )
         except TunewrightError as exc:
             _status(run, common_pb2.JOB_STATUS_FAILED, exc.reason)
             run.error.reason, run.error.message = exc.reason, exc.message

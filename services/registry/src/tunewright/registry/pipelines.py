@@ -70,6 +70,19 @@ class StageKind:
     # builds the request event: (meta, job_id, spec) -> message
     request: Callable[[common_pb2.EventMeta, str, Any], Message] | None = None
     control_subject: str = ""
+    # builds the cancel request for a running job: (meta, job_id, reason) -> message
+    cancel: Callable[[common_pb2.EventMeta, str, str], Message] | None = None
+
+
+_CANCEL = events_pb2.CONTROL_ACTION_CANCEL
+
+
+def _ingest_cancel(m: common_pb2.EventMeta, j: str, r: str) -> Message:
+    return events_pb2.IngestControlRequested(meta=m, job_id=j, action=_CANCEL, reason=r)
+
+
+def _synth_cancel(m: common_pb2.EventMeta, j: str, r: str) -> Message:
+    return events_pb2.SynthControlRequested(meta=m, job_id=j, action=_CANCEL, reason=r)
 
 
 KINDS: dict[str, StageKind] = {
@@ -79,6 +92,7 @@ KINDS: dict[str, StageKind] = {
         subjects.INGEST_DATASET_REQUESTED,
         lambda m, j, s: events_pb2.IngestDatasetRequested(meta=m, job_id=j, spec=s),
         subjects.INGEST_CONTROL_REQUESTED,
+        _ingest_cancel,
     ),
     "synth": StageKind(
         ("dataset_version_id",),
@@ -86,6 +100,7 @@ KINDS: dict[str, StageKind] = {
         subjects.SYNTH_DATASET_REQUESTED,
         lambda m, j, s: events_pb2.SynthDatasetRequested(meta=m, job_id=j, spec=s),
         subjects.SYNTH_CONTROL_REQUESTED,
+        _synth_cancel,
     ),
     "candidates": StageKind(
         ("feedback_dataset",),
@@ -93,6 +108,7 @@ KINDS: dict[str, StageKind] = {
         subjects.SYNTH_CANDIDATES_REQUESTED,
         lambda m, j, s: events_pb2.SynthCandidatesRequested(meta=m, job_id=j, spec=s),
         subjects.SYNTH_CONTROL_REQUESTED,
+        _synth_cancel,
     ),
     "feedback": StageKind(
         ("dataset_version_id",),
@@ -100,6 +116,7 @@ KINDS: dict[str, StageKind] = {
         subjects.FEEDBACK_COLLECTION_REQUESTED,
         lambda m, j, s: events_pb2.FeedbackCollectionRequested(meta=m, job_id=j, spec=s),
         subjects.SYNTH_CONTROL_REQUESTED,
+        _synth_cancel,
     ),
     "train": StageKind(
         ("model_version_id",),
@@ -107,6 +124,9 @@ KINDS: dict[str, StageKind] = {
         subjects.TRAINER_JOB_REQUESTED,
         lambda m, j, s: events_pb2.TrainerJobRequested(meta=m, job_id=j, spec=s),
         subjects.TRAINER_CONTROL_REQUESTED,
+        lambda m, j, r: events_pb2.TrainerControlRequested(
+            meta=m, job_id=j, action=_CANCEL, reason=r
+        ),
     ),
     "evaluate": StageKind(
         ("evaluation_id", "passed"),
@@ -114,16 +134,12 @@ KINDS: dict[str, StageKind] = {
         subjects.EVALUATOR_RUN_REQUESTED,
         lambda m, j, s: events_pb2.EvaluatorRunRequested(meta=m, run_id=j, spec=s),
         subjects.EVALUATOR_CONTROL_REQUESTED,
+        lambda m, j, r: events_pb2.EvaluatorControlRequested(
+            meta=m, run_id=j, action=_CANCEL, reason=r
+        ),
     ),
     "promote": StageKind(("model_version_id", "alias")),
 }
-
-CONTROL_MESSAGES: dict[str, Callable[..., Message]] = {
-    subjects.INGEST_CONTROL_REQUESTED: lambda **kw: events_pb2.IngestControlRequested(**kw),
-    subjects.SYNTH_CONTROL_REQUESTED: lambda **kw: events_pb2.SynthControlRequested(**kw),
-    subjects.TRAINER_CONTROL_REQUESTED: lambda **kw: events_pb2.TrainerControlRequested(**kw),
-}
-
 
 # --- the spec ------------------------------------------------------------------------------
 
@@ -501,34 +517,12 @@ def cancel_run(session: Session, run_id: str, reason: str) -> models.PipelineRun
     for stage in run.stages:
         if stage.status == "running":
             kind = KINDS[stage.kind]
-            build = CONTROL_MESSAGES.get(kind.control_subject)
-            if build is not None:
+            if kind.cancel is not None:
+                meta = event_meta(producer=PRODUCER, workspace=run.workspace, correlation_id=run.id)
                 enqueue(
                     session,
                     kind.control_subject,
-                    build(
-                        meta=event_meta(
-                            producer=PRODUCER, workspace=run.workspace, correlation_id=run.id
-                        ),
-                        job_id=stage.job_id,
-                        action=events_pb2.CONTROL_ACTION_CANCEL,
-                        reason=reason,
-                    ),
-                    key=f"cancel-{stage.job_id}",
-                    workspace=run.workspace,
-                )
-            elif kind.control_subject == subjects.EVALUATOR_CONTROL_REQUESTED:
-                enqueue(
-                    session,
-                    kind.control_subject,
-                    events_pb2.EvaluatorControlRequested(
-                        meta=event_meta(
-                            producer=PRODUCER, workspace=run.workspace, correlation_id=run.id
-                        ),
-                        run_id=stage.job_id,
-                        action=events_pb2.CONTROL_ACTION_CANCEL,
-                        reason=reason,
-                    ),
+                    kind.cancel(meta, stage.job_id, reason),
                     key=f"cancel-{stage.job_id}",
                     workspace=run.workspace,
                 )

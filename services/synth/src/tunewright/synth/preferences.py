@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import json
 import tempfile
 from collections import Counter, defaultdict
@@ -32,6 +31,7 @@ from tunewright.core.artifacts import ArtifactRef, ArtifactStore
 from tunewright.core.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from tunewright.core.model_versions import fetch_chain
 from tunewright.core.plugins import Registries
+from tunewright.core.splits import read_split_rows
 from tunewright.registry.v1 import registry_pb2
 from tunewright.synth.v1 import synth_pb2
 
@@ -60,14 +60,6 @@ class Collected:
     annotators: int
     agreement: float
     simulated: bool
-
-
-def _rows(data: bytes, media_type: str) -> list[dict[str, Any]]:
-    if data.startswith(b"PAR1") or "parquet" in media_type:
-        import pyarrow.parquet as pq
-
-        return list(pq.read_table(io.BytesIO(data)).to_pylist())
-    return [json.loads(line) for line in data.decode().splitlines() if line.strip()]
 
 
 def _prompt_and_reference(row: Mapping[str, Any]) -> tuple[list[dict[str, str]], str] | None:
@@ -144,7 +136,9 @@ class Preferences:
                 f"dataset version {dataset.id} has no splits", reason="NO_SPLITS"
             )
         ref = dataset.splits[split]
-        rows = _rows(await self.artifacts.get_bytes(ArtifactRef.from_uri(ref.uri)), ref.media_type)
+        rows = read_split_rows(
+            await self.artifacts.get_bytes(ArtifactRef.from_uri(ref.uri)), ref.media_type
+        )
         prompts = [p for p in (_prompt_and_reference(r) for r in rows) if p is not None]
         if task.max_prompts:
             prompts = prompts[: task.max_prompts]

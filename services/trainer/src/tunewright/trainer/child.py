@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from tunewright.core.splits import read_split_rows
+
 # quiet, offline libraries: set before transformers / datasets are imported
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -77,13 +79,8 @@ class ChildRun:
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Canonical rows from a JSONL or Parquet file."""
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return list(pq.read_table(path).to_pylist())
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """Canonical rows from a downloaded split file (JSONL or Parquet)."""
+    return read_split_rows(path.read_bytes(), "parquet" if path.suffix == ".parquet" else "")
 
 
 def texts(rows: list[dict[str, Any]]) -> Iterator[str]:
