@@ -10,12 +10,13 @@ export OMP_NUM_THREADS ?= 1
 # editable installs: the shared kernel, one distribution per service, the CLI, first-party
 # plugins, and the example plugin the tests discover through entry points
 DISTS := libs/tunewright-core services/ingest services/synth services/trainer \
-         services/evaluator services/registry $(wildcard plugins/*/pyproject.toml) . \
+         services/evaluator services/registry services/monitor \
+         $(wildcard plugins/*/pyproject.toml) . \
          tests/fixtures/tunewright-plugin-example
 EDITABLES := $(foreach d,$(DISTS),-e $(patsubst %/pyproject.toml,%,$(d)))
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint proto proto-check up down status demo clean help
+.PHONY: install system-deps test lint proto proto-check up down status demo clean help
 
 help:
 	@echo "make demo    create the venv, start the stack, run the example pipeline, write reports/, stop"
@@ -36,7 +37,39 @@ $(STAMP): requirements/constraints.txt requirements/dev.txt requirements/models.
 	$(PIP) install -q --no-build-isolation -c requirements/constraints.txt $(EDITABLES)
 	touch $@
 
-install: $(STAMP)
+# argilla-server (human feedback UI) in its own venv: its pins clash with ours. Needs Debian's
+# redis-server at run time (apt-get install redis-server) unless a Redis URL is given.
+ARGILLA_VENV ?= .venv-argilla
+ARGILLA_STAMP := $(ARGILLA_VENV)/.installed
+$(ARGILLA_STAMP): requirements/argilla-server.txt
+	test -x $(ARGILLA_VENV)/bin/python || python3 -m venv $(ARGILLA_VENV)
+	echo '*' > $(ARGILLA_VENV)/.gitignore
+	$(ARGILLA_VENV)/bin/python -m pip install -q --upgrade pip
+	$(ARGILLA_VENV)/bin/python -m pip install -q -r requirements/argilla-server.txt
+	touch $@
+
+# the Argilla UI test drives Debian's chromium with playwright-core (npm, locked)
+UI_TEST := tests/e2e/argilla_ui
+UI_STAMP := $(UI_TEST)/node_modules/.installed
+$(UI_STAMP): $(UI_TEST)/package.json $(UI_TEST)/package-lock.json
+	cd $(UI_TEST) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Debian tools the tests need: Redis (Argilla), headless Chromium (Argilla UI test),
+# docker-compose 1.29 (validates compose/ without a Docker engine). Installed here when running
+# as root with apt-get; otherwise named, and the tests that need them fail saying so.
+SYSTEM_TOOLS := redis-server chromium docker-compose
+SYSTEM_PACKAGES := redis-server chromium docker-compose
+install: $(STAMP) $(ARGILLA_STAMP) $(UI_STAMP)
+	@missing=$$(for tool in $(SYSTEM_TOOLS); do command -v $$tool > /dev/null || echo $$tool; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then $(MAKE) system-deps; \
+	  else echo "warning: not found: $$missing — the tests need them (sudo make system-deps)"; fi; \
+	fi
+
+system-deps:
+	apt-get install -y -q $(SYSTEM_PACKAGES) || \
+	  { apt-get update -q && apt-get install -y -q $(SYSTEM_PACKAGES); }
 
 test: install
 	$(PY) -m pytest
@@ -79,4 +112,4 @@ demo: install
 
 clean:
 	-$(TW) down
-	rm -rf $(VENV) .tunewright .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(ARGILLA_VENV) .tunewright .pytest_cache .mypy_cache .ruff_cache

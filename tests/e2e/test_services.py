@@ -1,11 +1,10 @@
 """Every service, started in-process by the service kit against a real nats-server and a real
-gRPC server on port 0: SERVING, then a clean stop. Skeleton services: UNIMPLEMENTED RPCs and work
-requests kept in the dead-letter stream (not acked away). A broken plugin stops start-up with
-its name."""
+gRPC server on port 0: SERVING, then a clean stop. A work request the service cannot run fails
+the job with its reason, and an unknown job is NOT_FOUND (not INTERNAL). A broken plugin stops
+start-up with its name."""
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import os
 import subprocess
@@ -24,25 +23,11 @@ from tunewright.core.settings import load_settings
 from tunewright.events.v1 import events_pb2
 from tunewright.synth.v1 import synth_pb2, synth_pb2_grpc
 
-SERVICES = ("ingest", "synth", "trainer", "evaluator", "registry")
-# services whose behaviour has not landed yet: their work requests are dead-lettered with a
-# reason (kept in TW_DLQ, not acked away)
-SKELETONS = {
-    "synth": (subjects.SYNTH_DATASET_REQUESTED, events_pb2.SynthDatasetRequested),
-}
+SERVICES = ("ingest", "synth", "trainer", "evaluator", "registry", "monitor")
 
 
 def _definition(name: str) -> ServiceDefinition:  # type: ignore[type-arg]
     return importlib.import_module(f"tunewright.{name}.server").DEFINITION  # type: ignore[no-any-return]
-
-
-async def _dead_letter(bus: EventBus, subject: str) -> dict[str, str]:
-    sub = await bus.js.subscribe(subjects.dead_letter_subject(subject), ordered_consumer=True)
-    try:
-        msg = await sub.next_msg(timeout=10)
-        return dict(msg.headers or {})
-    finally:
-        await sub.unsubscribe()
 
 
 async def _start(name: str, nats_url: str, tmp_path: Path) -> RunningService:  # type: ignore[type-arg]
@@ -73,37 +58,36 @@ async def test_every_service_starts_serves_and_stops(
         await running.stop()
 
 
-@pytest.mark.parametrize("name", sorted(SKELETONS))
-async def test_skeleton_dead_letters_work_with_a_reason(
-    name: str, nats_url: str, tmp_path: Path
+async def test_an_invalid_synth_request_fails_the_job_with_its_reason(
+    nats_url: str, tmp_path: Path
 ) -> None:
-    running = await _start(name, nats_url, tmp_path)
+    running = await _start("synth", nats_url, tmp_path)
     try:
-        subject, message_type = SKELETONS[name]
         client = await EventBus.connect(nats_url, name="test-client")
         try:
-            dead = asyncio.create_task(_dead_letter(client, subject))
-            await asyncio.sleep(0.1)
-            await client.publish(subject, message_type(meta={"event_id": "e1"}), key="e1")
-            headers = await dead
+            sub = await client.js.subscribe(subjects.SYNTH_JOB_FAILED, ordered_consumer=True)
+            await client.publish(
+                subjects.SYNTH_DATASET_REQUESTED,
+                events_pb2.SynthDatasetRequested(meta={"event_id": "e1"}, job_id="syn-bad"),
+                key="e1",
+            )
+            fact = events_pb2.SynthJobFailed.FromString((await sub.next_msg(timeout=10)).data)
         finally:
             await client.close()
-        assert headers[subjects.HEADER_DLQ_ORIGINAL_SUBJECT] == subject
-        assert "NotImplementedYet" in headers[subjects.HEADER_DLQ_REASON]
+        assert fact.job_id == "syn-bad"
+        assert fact.error.reason == "INVALID_SYNTH_SPEC"
     finally:
         await running.stop()
 
 
-async def test_unimplemented_rpc_is_unimplemented_not_internal(
-    nats_url: str, tmp_path: Path
-) -> None:
+async def test_unknown_job_is_not_found_not_internal(nats_url: str, tmp_path: Path) -> None:
     running = await _start("synth", nats_url, tmp_path)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             stub = synth_pb2_grpc.SynthServiceStub(channel)
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await stub.GetSynthJob(synth_pb2.GetSynthJobRequest(job_id="x"))
-            assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND
     finally:
         await running.stop()
 

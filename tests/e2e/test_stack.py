@@ -1,5 +1,5 @@
 """`tunewright up / status / down` against real processes: nats-server from the venv and the
-five services, on free ports in a temporary data dir (never the machine's own NATS)."""
+six services, on free ports in a temporary data dir (never the machine's own NATS)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from tunewright.core.nats_server import find_binary
 from tunewright.core.settings import GrpcSettings
 
 TW = str(Path(sys.executable).parent / "tunewright")
-SERVICES = ("registry", "ingest", "synth", "trainer", "evaluator")
+SERVICES = ("registry", "ingest", "synth", "trainer", "evaluator", "monitor")
 
 
 def _free_ports(n: int) -> list[int]:
@@ -68,7 +68,7 @@ def _tw(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProces
 
 @pytest.fixture
 def stack_dir(tmp_path: Path) -> Iterator[Path]:
-    nats_port, *ports = _free_ports(6)
+    nats_port, *ports = _free_ports(1 + len(SERVICES))
     config = {"stack": {"nats_port": nats_port, "ports": dict(zip(SERVICES, ports, strict=True))}}
     (tmp_path / "tunewright.yaml").write_text(yaml.safe_dump(config))
     yield tmp_path
@@ -108,7 +108,7 @@ def test_up_status_down(stack_dir: Path) -> None:
 
     # up twice starts nothing twice
     again = _tw("up", "--config", "tunewright.yaml", cwd=stack_dir)
-    assert again.stdout.count("already running") == 6, again.stdout
+    assert again.stdout.count("already running") == 1 + len(SERVICES), again.stdout
     assert _pids(stack_dir) == first
 
     human = _tw("status", "--config", "tunewright.yaml", cwd=stack_dir).stdout

@@ -103,6 +103,45 @@ stages:
         pipelines.parse_spec("name: [unclosed", {})
 
 
+def test_spec_parameters_give_defaults_that_submitted_values_override(db: Database) -> None:
+    spec = SPEC.replace(
+        "name: support-tickets\n",
+        "name: support-tickets\nparameters: {source: tw-artifact:sha256:default, base: tiny:llama-xs}\n",
+    ).replace(
+        "base_model: tiny:llama-xs\n      output_model",
+        "base_model: ${params.base}\n      output_model",
+    )
+    parsed = pipelines.parse_spec(spec, {"source": "tw-artifact:sha256:given"})
+    assert parsed.parameters == {"source": "tw-artifact:sha256:given", "base": "tiny:llama-xs"}
+    run_id = _start(db, spec)
+    assert _run(db, run_id).parameters == {
+        "source": "tw-artifact:sha256:abc",  # the submitted value wins
+        "base": "tiny:llama-xs",
+    }
+    with pytest.raises(InvalidArgument) as info:
+        pipelines.parse_spec(
+            SPEC.replace("name: support-tickets\n", "name: x\nparameters: [a]\n"), {}
+        )
+    assert "parameters" in {v.field for v in info.value.field_violations}
+
+
+def test_an_invalid_request_from_another_system_keeps_its_trigger(db: Database) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        pipelines.parse_spec("name: x\nstages: []\n", {})
+    with db.transaction() as session:
+        pipelines.reject_run(
+            session,
+            run_id="pipe-bad",
+            spec_yaml="name: x\nstages: []\n",
+            error=info.value,
+            workspace="default",
+            requested_by="monitor",
+            trigger_event_id="drift-1",
+        )
+    run = _run(db, "pipe-bad")
+    assert (run.status, run.trigger_event_id) == ("failed", "drift-1")
+
+
 def test_a_pipeline_runs_stage_by_stage_and_promotes_what_passed(db: Database) -> None:
     run_id = _start(db)
     ((subject, ingest),) = _requests(db)

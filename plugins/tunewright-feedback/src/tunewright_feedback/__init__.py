@@ -8,7 +8,12 @@ backend with
   str)}``; returns where people review them (a URL, or a path for backends without a UI);
 - ``records(dataset) -> list[dict]``: the records as published;
 - ``collect(dataset) -> list[dict]``: one ``{"record_id", "ranking" (response indexes, best
-  first), "annotator"}`` per submitted ranking (several per record with several annotators).
+  first), "annotator"}`` per submitted ranking (several per record with several annotators);
+- ``simulated`` (attribute): True when no person ranked; the preference dataset version says
+  so. Human backends set False and may need time: the synth service polls them while a
+  collection task allows it (``wait_timeout_seconds``).
+
+Backends here: ``simulated``. People ranking in Argilla: ``argilla`` (plugins/tunewright-argilla).
 
 ``simulated`` is a deterministic stand-in for human annotators, for demos and CI where no
 labelling tool runs. Its rule: a response ranks higher the larger its token F1 (SQuAD

@@ -8,6 +8,9 @@ stemming) and sacrebleu (corpus BLEU / chrF, 0-100); exact match and token F1 fo
 evaluation script's normalisation; classification F1 is macro-averaged over the labels that
 occur in the references or predictions, like ``sklearn.metrics.f1_score(average="macro")``.
 The libraries are imported when a metric is built, not when the plugin loads.
+
+``judge_win_rate`` (module :mod:`tunewright_metrics.judge`) is registered with
+``needs="judge"``: a judge model compares candidate and baseline answers in both orders.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tunewright.core.plugins import MetricRegistry, hookimpl
+from tunewright_metrics.judge import JudgeWinRate
 
 Texts = Sequence[str]
 
@@ -167,5 +171,14 @@ def tw_register_metrics(registry: MetricRegistry) -> None:
         name="classification_f1",
         factory=_factory(ClassificationF1),
         description="Macro F1 of predicted labels against reference labels.",
+        higher_is_better=True,
+    )
+    registry.add(
+        name="judge_win_rate",
+        factory=JudgeWinRate,
+        needs="judge",
+        description="LLM-as-judge pairwise net win rate of the candidate over a baseline "
+        "((wins - losses) / judged samples), both answer orders, unparseable verdicts counted "
+        "apart. The judge is the evaluation spec's judge generator.",
         higher_is_better=True,
     )

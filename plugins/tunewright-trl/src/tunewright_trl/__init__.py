@@ -1,5 +1,6 @@
 """First-party training plugin: base models ``tiny`` and ``hf``, TRL methods, jsonl tracker,
-and the ``local`` generator (answers from trained model versions).
+the ``local`` generator (answers from trained model versions), and the metrics that need the
+model itself (``perplexity``, ``preference_accuracy``, ``generation_smoke``).
 
 Registration is cheap: torch, transformers, peft and trl are imported only when a job's child
 process trains. See README.md for the contracts the trainer service calls.
@@ -10,6 +11,7 @@ from __future__ import annotations
 from tunewright.core.plugins import (
     BaseModelRegistry,
     GeneratorRegistry,
+    MetricRegistry,
     TrackerRegistry,
     TrainingMethodRegistry,
     hookimpl,
@@ -17,6 +19,7 @@ from tunewright.core.plugins import (
 from tunewright_trl.generation import LocalGenerator
 from tunewright_trl.methods import METHODS
 from tunewright_trl.models import HfBaseModel, TinyBaseModel
+from tunewright_trl.scoring import GenerationSmoke, Perplexity, PreferenceAccuracy
 from tunewright_trl.trackers import JsonlTracker
 
 
@@ -65,4 +68,33 @@ def tw_register_generators(registry: GeneratorRegistry) -> None:
         dataset_kinds=["sft", "preference"],
         description="Batched transformers generation with a trained model version rebuilt from "
         "its base model and weights (used by the evaluator and for preference candidates).",
+    )
+
+
+@hookimpl
+def tw_register_metrics(registry: MetricRegistry) -> None:
+    registry.add(
+        name="perplexity",
+        factory=Perplexity,
+        needs="model",
+        higher_is_better=False,
+        description="exp(mean NLL) of the reference answers' tokens given their prompts "
+        "(token-level, answer tokens only, TRL's prompt/answer split).",
+    )
+    registry.add(
+        name="preference_accuracy",
+        factory=PreferenceAccuracy,
+        needs="model",
+        higher_is_better=True,
+        description="Share of held-out preference pairs where the model prefers chosen: reward "
+        "model scores, DPO implicit reward beta*(log p - log p_ref) against the parent model, "
+        "otherwise the mean log-probability per answer token. Param: beta (default 0.1).",
+    )
+    registry.add(
+        name="generation_smoke",
+        factory=GenerationSmoke,
+        needs="model",
+        higher_is_better=True,
+        description="Share of greedy answers that stop at EOS within the token budget and "
+        "contain no chat-template leftovers (special tokens, role headers).",
     )

@@ -179,6 +179,25 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
         "registry-dead-letters",
         description="registry: fail pipeline stages whose request was dead-lettered",
     ),
+    # the only reader of raw traffic: a message stays unacked (in-progress) until the window
+    # it belongs to has been handed to ingest, so up to a window's worth is pending at once
+    ConsumerSpec(
+        "TW_TRAFFIC",
+        "monitor-traffic",
+        max_ack_pending=2000,
+        description="monitor: batch raw interactions into windows for the ingest path",
+    ),
+    ConsumerSpec(
+        "TW_FACTS",
+        "monitor-facts",
+        filter_subjects=(
+            s.INGEST_DATASET_CURATED,
+            s.INGEST_DATASET_REJECTED,
+            s.EVALUATOR_RUN_COMPLETED,
+            s.EVALUATOR_RUN_FAILED,
+        ),
+        description="monitor: scrubbed traffic windows to analyse, canary evaluation results",
+    ),
 )
 
 # subject -> fully qualified proto message name in tunewright/events/v1/events.proto

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DISABLED_ENV_VAR",
     "ENTRY_POINT_GROUP",
+    "METRIC_NEEDS",
     "NAME_PATTERN",
     "PROJECT",
     "ArtifactStoreRegistry",
@@ -146,11 +147,21 @@ class TrainingMethodSpec(CapabilitySpec):
     dataset_kinds: frozenset[str]
 
 
+#: What an evaluation metric is computed from (``MetricSpec.needs``):
+#: ``outputs``: generated texts against reference texts, ``metric(predictions, references)``;
+#: ``model``: the model itself (log-probabilities, reward scores, raw generations),
+#: ``metric.score_model(...)``; ``judge``: candidate and baseline outputs compared by a judge
+#: model, ``metric.judge(...)``. The exact call contracts are in docs/plugins.md.
+METRIC_NEEDS: Final = frozenset({"outputs", "model", "judge"})
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MetricSpec(CapabilitySpec):
-    """An evaluation metric; ``higher_is_better`` tells the gate which way is an improvement."""
+    """An evaluation metric; ``higher_is_better`` tells the gate which way is an improvement,
+    ``needs`` what the evaluator must give it (one of :data:`METRIC_NEEDS`)."""
 
     higher_is_better: bool
+    needs: str = "outputs"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -357,16 +368,30 @@ class MetricRegistry(CapabilityRegistry[MetricSpec]):
     kind = "metric"
 
     def add(
-        self, *, name: str, factory: Factory, description: str = "", higher_is_better: bool
+        self,
+        *,
+        name: str,
+        factory: Factory,
+        description: str = "",
+        higher_is_better: bool,
+        needs: str = "outputs",
     ) -> MetricSpec:
         """Register an evaluation metric.
 
         :param higher_is_better: whether a larger value is an improvement (the gate uses it).
+        :param needs: what the metric is computed from: ``outputs`` (generated vs reference
+            texts, the default), ``model`` (scores the model itself) or ``judge`` (a judge
+            model compares candidate and baseline outputs); see :data:`METRIC_NEEDS`.
         """
         if not isinstance(higher_is_better, bool):
             raise RegistrationError(
                 f"plugin {self._plugin!r}: metric {name!r} higher_is_better must be a bool, "
                 f"got {higher_is_better!r}"
+            )
+        if needs not in METRIC_NEEDS:
+            raise RegistrationError(
+                f"plugin {self._plugin!r}: metric {name!r} needs must be one of "
+                f"{', '.join(sorted(METRIC_NEEDS))}, got {needs!r}"
             )
         return self._add(
             MetricSpec(
@@ -375,6 +400,7 @@ class MetricRegistry(CapabilityRegistry[MetricSpec]):
                 description=description,
                 plugin=self._plugin,
                 higher_is_better=higher_is_better,
+                needs=needs,
             )
         )
 

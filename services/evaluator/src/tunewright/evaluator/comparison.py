@@ -4,27 +4,39 @@ All models are scored on the same samples, so deltas use a *paired* bootstrap: e
 draws one set of sample indices and scores every model on it. Metrics that are a mean of
 per-sample scores are resampled in one vectorised step; corpus metrics (BLEU, chrF, macro F1)
 are recomputed on every resample. Intervals are percentile intervals (95% by default).
+
+Metrics that score the model itself (``needs="model"``: perplexity, preference accuracy, the
+generation smoke test) give one row of numbers per sample and an ``aggregate(rows)``; the
+bootstrap resamples rows and re-aggregates (:func:`score_rows`, :func:`paired_delta_rows`).
+Judge metrics compare two models per sample, so their rows already are the paired differences
+(:func:`judged_delta`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 Texts = Sequence[str]
 
 
-class Metric:
-    """A metric as the evaluator uses it: a plugin's metric plus its direction."""
+Rows = Sequence[Sequence[float]]
+Aggregate = Callable[[Rows], float]
 
-    def __init__(
-        self, name: str, fn: Callable[[Texts, Texts], float], higher_is_better: bool
-    ) -> None:
+
+class Metric:
+    """A metric as the evaluator uses it: a plugin's metric, its direction and what it needs
+    (``outputs``: ``fn(predictions, references)``; ``model``: ``fn.score_model(...)`` and
+    ``fn.aggregate(rows)``; ``judge``: ``fn.judge(...)`` and ``fn.aggregate(rows)``)."""
+
+    def __init__(self, name: str, fn: Any, higher_is_better: bool, needs: str = "outputs") -> None:
         self.name = name
         self.fn = fn
         self.higher_is_better = higher_is_better
+        self.needs = needs
         self.per_sample: Callable[[Texts, Texts], Sequence[float]] | None = getattr(
             fn, "per_sample", None
         )
@@ -131,3 +143,82 @@ def paired_delta(
     )
     low, high = _interval(deltas, confidence)
     return Delta(metric.name, baseline, cand, base, cand - base, low, high, metric.higher_is_better)
+
+
+def _resampled_rows(aggregate: Aggregate, rows: Rows, idx: np.ndarray) -> np.ndarray:
+    # plain lists: a plugin's aggregate is written for sequences of floats, not numpy arrays
+    table = [list(map(float, r)) for r in rows]
+    return np.array([aggregate([table[i] for i in row]) for row in idx.tolist()], dtype=float)
+
+
+def score_rows(
+    metric: Metric,
+    role: str,
+    rows: Rows,
+    *,
+    samples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> MetricValue:
+    """A ``needs="model"`` metric's value for one model with its bootstrap CI."""
+    aggregate: Aggregate = metric.fn.aggregate
+    value = float(aggregate(rows))
+    n = len(rows)
+    if n == 0:
+        return MetricValue(role, metric.name, value, value, value, 0)
+    resampled = _resampled_rows(aggregate, rows, _indices(n, samples, seed))
+    low, high = _interval(resampled, confidence)
+    return MetricValue(role, metric.name, value, low, high, n)
+
+
+def paired_delta_rows(
+    metric: Metric,
+    baseline: str,
+    candidate_rows: Rows,
+    baseline_rows: Rows,
+    *,
+    samples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> Delta:
+    """Candidate - baseline for a ``needs="model"`` metric, paired bootstrap CI."""
+    if len(candidate_rows) != len(baseline_rows):
+        raise ValueError("candidate and baseline must be scored on the same samples")
+    aggregate: Aggregate = metric.fn.aggregate
+    cand, base = float(aggregate(candidate_rows)), float(aggregate(baseline_rows))
+    n = len(candidate_rows)
+    if n == 0:
+        return Delta(
+            metric.name, baseline, cand, base, cand - base, 0.0, 0.0, metric.higher_is_better
+        )
+    idx = _indices(n, samples, seed)
+    deltas = _resampled_rows(aggregate, candidate_rows, idx) - _resampled_rows(
+        aggregate, baseline_rows, idx
+    )
+    low, high = _interval(deltas, confidence)
+    return Delta(metric.name, baseline, cand, base, cand - base, low, high, metric.higher_is_better)
+
+
+def judged_delta(
+    metric: Metric,
+    baseline: str,
+    rows: Rows,
+    *,
+    samples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> Delta:
+    """A judge metric's rows are per-sample outcomes of candidate vs baseline: ``aggregate``
+    is the net win rate d (0 = parity); the candidate's share of wins is (1 + d) / 2, the
+    baseline's (1 - d) / 2, and the CI is the bootstrap interval of d."""
+    aggregate: Aggregate = metric.fn.aggregate
+    net = float(aggregate(rows))
+    n = len(rows)
+    low = high = net
+    if n:
+        low, high = _interval(
+            _resampled_rows(aggregate, rows, _indices(n, samples, seed)), confidence
+        )
+    return Delta(
+        metric.name, baseline, (1 + net) / 2, (1 - net) / 2, net, low, high, metric.higher_is_better
+    )

@@ -13,7 +13,7 @@ import html
 import io
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tunewright.evaluator.comparison import Delta, MetricValue
@@ -36,6 +36,8 @@ class Report:
     verdict: Verdict
     samples: Sequence[Sample]
     loss_curve: Sequence[tuple[float, float]] = ()  # (step, loss)
+    #: counts behind a number, by "metric/baseline" (judge: wins, ties, losses, unparseable)
+    details: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -49,6 +51,7 @@ class Report:
                 for s in self.samples
             ],
             "loss_curve": [list(point) for point in self.loss_curve],
+            "details": {key: dict(value) for key, value in self.details.items()},
         }
 
 
@@ -69,10 +72,15 @@ def deltas_png(deltas: Sequence[Delta]) -> bytes:
             fmt="o", color=colour, capsize=6, markersize=7,
         )  # fmt: skip
         ax.axvline(0, color="black", linewidth=0.8)
-        span = max(abs(low), abs(high), abs(d.improvement), 1e-9) * 1.25
+        span = max(abs(low), abs(high), abs(d.improvement)) * 1.25
+        if span < 1e-9:  # all zero (e.g. identical models): a unit axis, not a 1e-9 one
+            span = 1.0
         ax.set_xlim(-span, span)
         ax.set_yticks([])
-        ax.set_ylabel(f"{d.metric}\nvs {d.baseline}", rotation=0, ha="right", va="center")
+        direction = "" if d.higher_is_better else "\n(lower is better)"
+        ax.set_ylabel(
+            f"{d.metric}\nvs {d.baseline}{direction}", rotation=0, ha="right", va="center"
+        )
     axes[-1, 0].set_xlabel("improvement over baseline, 95% CI (> 0 is better)")
     fig.suptitle("candidate vs baselines")
     fig.tight_layout()
@@ -124,12 +132,43 @@ def markdown(report: Report) -> str:
             for d in report.deltas
         ],
     ]
+    if report.details:
+        lines += ["", "| metric / baseline | counts |", "|---|---|"]
+        lines += [f"| {key} | {_counts(value)} |" for key, value in sorted(report.details.items())]
+    if report.samples:
+        roles = _roles(report)
+        lines += [
+            "",
+            "## Samples",
+            "",
+            "| # | prompt | reference | " + " | ".join(roles) + " |",
+            "|---" * (3 + len(roles)) + "|",
+        ]
+        for i, sample in enumerate(report.samples, 1):
+            cells = [_md_cell(sample.prompt), _md_cell(sample.reference)]
+            cells += [_md_cell(sample.outputs.get(role, "")) for role in roles]
+            lines.append(f"| {i} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _roles(report: Report) -> list[str]:
+    """Candidate first, then the baselines in the order they were given."""
+    roles = list(dict.fromkeys(role for s in report.samples for role in s.outputs))
+    return sorted(roles, key=lambda role: role != "candidate")
+
+
+def _md_cell(text: str, limit: int = 300) -> str:
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return html.escape(text).replace("|", "\\|").replace("\n", "<br>")
+
+
+def _counts(value: Mapping[str, float]) -> str:
+    return ", ".join(f"{k} {v:g}" for k, v in value.items())
 
 
 def html_report(report: Report, images: Mapping[str, bytes]) -> str:
     esc = html.escape
-    roles = sorted({role for s in report.samples for role in s.outputs})
+    roles = _roles(report)
     status = "PASSED" if report.verdict.passed else "FAILED"
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -157,6 +196,13 @@ def html_report(report: Report, images: Mapping[str, bytes]) -> str:
         ],
         "</table>",
     ]
+    if report.details:
+        parts.append("<table><tr><th>metric / baseline</th><th>counts</th></tr>")
+        parts += [
+            f"<tr><td>{esc(key)}</td><td>{esc(_counts(value))}</td></tr>"
+            for key, value in sorted(report.details.items())
+        ]
+        parts.append("</table>")
     for name, png in images.items():
         data = base64.b64encode(png).decode()
         parts.append(

@@ -2,9 +2,17 @@
 candidate and every baseline with the same decoding settings, metrics with bootstrap CIs,
 paired deltas, the gate's verdict, and the report files.
 
+Metrics come in three kinds (``MetricSpec.needs``): ``outputs`` metrics score the generated
+answers against the references; ``model`` metrics score each model itself (perplexity,
+preference accuracy, the generation smoke test) with the same rebuilt model the generator
+uses; ``judge`` metrics ask the spec's judge (any generator plugin, by name) to compare the
+candidate's answers with each baseline's.
+
 Transport-free: model versions, dataset versions and training runs are looked up through a
 :class:`Lookup` (the service gives it a registry gRPC client); files come from the artifact
-store. Generation comes from the `local` generator plugin and runs in a worker thread.
+store. Generation comes from the `local` generator plugin and runs in a worker thread, as do
+model and judge metrics. ``progress`` is awaited between steps; it may raise to stop the run
+(the service raises :class:`RunCancelled` there when the run is cancelled).
 """
 
 from __future__ import annotations
@@ -25,14 +33,34 @@ from tunewright.core.errors import FailedPrecondition, FieldViolation, InvalidAr
 from tunewright.core.model_versions import fetch_chain
 from tunewright.core.plugins import Registries
 from tunewright.core.splits import read_split_rows
-from tunewright.evaluator.comparison import Delta, Metric, MetricValue, paired_delta, score
+from tunewright.evaluator.comparison import (
+    Delta,
+    Metric,
+    MetricValue,
+    judged_delta,
+    paired_delta,
+    paired_delta_rows,
+    score,
+    score_rows,
+)
 from tunewright.evaluator.gate import GatePolicy, GateRule, decide
 from tunewright.evaluator.report import Report, Sample, render
 from tunewright.evaluator.v1 import evaluator_pb2
 from tunewright.registry.v1 import registry_pb2
 
 DEFAULT_METRICS = ("rouge_l", "bleu", "token_f1")
+DEFAULT_JUDGE_TOKENS = 64
+#: judge params the evaluator consumes (the rest go to the generator plugin's factory)
+JUDGE_MODEL_PARAMS = ("model_version_id", "model", "version", "alias")
 Progress = Callable[[str], Awaitable[None]]
+
+
+class RunCancelled(Exception):
+    """Raised from ``progress`` to stop a run between steps."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class Lookup(Protocol):
@@ -66,6 +94,7 @@ def _pb_ref(ref: ArtifactRef) -> common_pb2.ArtifactRef:
 
 
 Messages = list[dict[str, str]]
+Judge = Callable[[list[Messages]], list[str]]
 
 
 @dataclass(frozen=True)
@@ -78,28 +107,63 @@ class Decoding:
     seed: int = 0
 
 
-def samples_from(rows: Sequence[Mapping[str, Any]]) -> list[tuple[Messages, str]]:
-    """(prompt messages, reference answer) for chat rows; prompt/completion rows too."""
+@dataclass(frozen=True)
+class EvalSample:
+    prompt: Messages
+    reference: str
+    #: the rejected answer of a preference pair (``preference_accuracy`` needs it)
+    rejected: str | None = None
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str) and value.startswith("["):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return value
+    return str(value[-1]["content"]) if isinstance(value, list) else str(value)
+
+
+def _prompt(value: Any) -> Messages:
+    if isinstance(value, str) and value.startswith("["):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            pass
+    if isinstance(value, list):
+        return [{"role": m["role"], "content": m["content"]} for m in value]
+    return [{"role": "user", "content": str(value)}]
+
+
+def samples_from(rows: Sequence[Mapping[str, Any]]) -> list[EvalSample]:
+    """Chat rows (the last assistant turn is the reference), prompt/completion rows, and
+    preference rows (prompt/chosen/rejected: chosen is the reference)."""
     out = []
     for row in rows:
         messages = row.get("messages")
         if isinstance(messages, str):
             messages = json.loads(messages)
         if isinstance(messages, list) and messages and messages[-1].get("role") == "assistant":
-            prompt = [{"role": m["role"], "content": m["content"]} for m in messages[:-1]]
-            out.append((prompt, str(messages[-1]["content"])))
+            out.append(EvalSample(_prompt(messages[:-1]), str(messages[-1]["content"])))
+        elif "prompt" in row and "chosen" in row and "rejected" in row:
+            out.append(
+                EvalSample(_prompt(row["prompt"]), _text(row["chosen"]), _text(row["rejected"]))
+            )
         elif "prompt" in row and "completion" in row:
-            prompt = (
-                row["prompt"]
-                if isinstance(row["prompt"], list)
-                else [{"role": "user", "content": str(row["prompt"])}]
-            )
-            completion = row["completion"]
-            reference = (
-                completion[-1]["content"] if isinstance(completion, list) else str(completion)
-            )
-            out.append((prompt, reference))
+            out.append(EvalSample(_prompt(row["prompt"]), _text(row["completion"])))
     return out
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """How to rebuild one evaluated model: the generator's arguments plus its method."""
+
+    role: str
+    base_model: str
+    seed: int
+    weights: list[Path]  # trained folders, root first; empty for a bare base model
+    tokenizer: Path
+    method: str  # training method of the version ("" for a bare base model)
 
 
 def policy_from(spec: evaluator_pb2.GatePolicy) -> GatePolicy:
@@ -138,6 +202,33 @@ def validate(spec: evaluator_pb2.EvaluationSpec, plugins: Registries) -> None:
                     f"unknown metric; registered: {', '.join(plugins.metrics.names())}",
                 )
             )
+            continue
+        try:  # factories are cheap (libraries load lazily); bad params fail the submission
+            plugins.metrics.get(metric.name).factory(**_params(metric))
+        except (TypeError, ValueError) as exc:
+            bad.append(FieldViolation(f"spec.metrics[{i}].params", str(exc)[:300]))
+    needs = {plugins.metrics.get(m.name).needs for m in spec.metrics if m.name in plugins.metrics}
+    if "judge" in needs:
+        judge = spec.judge
+        if not judge.name:
+            bad.append(FieldViolation("spec.judge.name", "a judge metric needs a judge generator"))
+        elif judge.name not in plugins.generators:
+            bad.append(
+                FieldViolation(
+                    "spec.judge.name",
+                    f"unknown generator; registered: {', '.join(plugins.generators.names())}",
+                )
+            )
+        elif judge.name == "local":
+            params = _params(judge)
+            if not any(params.get(k) for k in ("model_version_id", "model")):
+                bad.append(
+                    FieldViolation(
+                        "spec.judge.params",
+                        "the local judge runs a registered model version: give "
+                        "model_version_id, or model with version or alias",
+                    )
+                )
     names = {m.name for m in spec.metrics} or set(DEFAULT_METRICS)
     for i, rule in enumerate(spec.gate.rules):
         if rule.metric not in names:
@@ -156,6 +247,10 @@ def validate(spec: evaluator_pb2.EvaluationSpec, plugins: Registries) -> None:
         raise InvalidArgument(
             "invalid evaluation spec", reason="EVALUATION_SPEC_INVALID", field_violations=bad
         )
+
+
+def _params(ref: common_pb2.PluginRef) -> dict[str, Any]:
+    return json_format.MessageToDict(ref.params) if ref.HasField("params") else {}
 
 
 class Evaluation:
@@ -210,10 +305,15 @@ class Evaluation:
             top_p=gen.top_p if gen.HasField("top_p") else 1.0,
             seed=gen.seed or spec.seed,
         )
-        prompts = [p for p, _ in samples]
-        references = [r for _, r in samples]
+        prompts = [s.prompt for s in samples]
+        references = [s.reference for s in samples]
         outputs: dict[str, list[str]] = {}
         versions: dict[str, str] = {"candidate": candidate.id}
+        metrics = self._metrics(spec)
+        boot = {"samples": spec.bootstrap_samples or 1000, "seed": spec.seed}
+        values: list[MetricValue] = []
+        deltas: list[Delta] = []
+        details: dict[tuple[str, str], dict[str, float]] = {}
         with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
             folders = Path(tmp)
 
@@ -222,9 +322,15 @@ class Evaluation:
                 return await self.lookup.model_version(ref, workspace)
 
             cand = await fetch_chain(candidate, by_id, self.artifacts, folders)
-            # (role, base model, seed, trained folders root first, tokenizer folder)
-            plans: list[tuple[str, str, int, list[Path], Path]] = [
-                ("candidate", cand.base_model, cand.seed, list(cand.folders), cand.tokenizer)
+            plans = [
+                ModelPlan(
+                    "candidate",
+                    cand.base_model,
+                    cand.seed,
+                    list(cand.folders),
+                    cand.tokenizer,
+                    candidate.method,
+                )
             ]
             for baseline in spec.baselines:
                 if baseline.model.id or baseline.model.model:
@@ -232,44 +338,63 @@ class Evaluation:
                     chain = await fetch_chain(mv, by_id, self.artifacts, folders)
                     versions[baseline.role] = mv.id
                     plans.append(
-                        (
+                        ModelPlan(
                             baseline.role,
                             chain.base_model,
                             chain.seed,
                             list(chain.folders),
                             chain.tokenizer,
+                            mv.method,
                         )
                     )
                 else:
                     # the bare base: what the candidate was trained from, with its tokenizer
                     base = baseline.base_model or cand.base_model
-                    plans.append((baseline.role, base, cand.seed, [], cand.tokenizer))
-            for role, base_uri, seed, chain, tok_dir in plans:
-                await progress(f"generating with {role} ({len(samples)} samples)")
-                outputs[role] = await asyncio.to_thread(
-                    self._answers, base_uri, seed, chain, tok_dir, prompts, decoding
-                )
+                    plans.append(ModelPlan(baseline.role, base, cand.seed, [], cand.tokenizer, ""))
+            for plan in plans:
+                await progress(f"generating with {plan.role} ({len(samples)} samples)")
+                outputs[plan.role] = await asyncio.to_thread(self._answers, plan, prompts, decoding)
 
-        metrics = self._metrics(spec)
-        samples_n = spec.bootstrap_samples or 1000
-        values: list[MetricValue] = [
-            score(m, role, preds, references, samples=samples_n, seed=spec.seed)
-            for m in metrics
-            for role, preds in outputs.items()
-        ]
-        deltas: list[Delta] = [
-            paired_delta(
-                m,
-                b.role,
-                outputs["candidate"],
-                outputs[b.role],
-                references,
-                samples=samples_n,
-                seed=spec.seed,
-            )
-            for m in metrics
-            for b in spec.baselines
-        ]
+            judge: Judge | None = None  # built at the first judge metric
+            for m in metrics:
+                if m.needs == "outputs":
+                    values += [
+                        score(m, role, preds, references, **boot) for role, preds in outputs.items()
+                    ]
+                    deltas += [
+                        paired_delta(
+                            m, b.role, outputs["candidate"], outputs[b.role], references, **boot
+                        )
+                        for b in spec.baselines
+                    ]
+                elif m.needs == "model":
+                    rows: dict[str, list[list[float]]] = {}
+                    for plan in plans:
+                        await progress(f"scoring {m.name} of {plan.role}")
+                        rows[plan.role] = await asyncio.to_thread(
+                            self._score_model, m, plan, samples, decoding
+                        )
+                    values += [score_rows(m, role, r, **boot) for role, r in rows.items()]
+                    deltas += [
+                        paired_delta_rows(m, b.role, rows["candidate"], rows[b.role], **boot)
+                        for b in spec.baselines
+                    ]
+                else:  # judge
+                    judge = judge or await self._judge(spec, workspace, by_id, folders, decoding)
+                    for b in spec.baselines:
+                        await progress(f"judging candidate vs {b.role} with {spec.judge.name}")
+                        judged = await asyncio.to_thread(
+                            self._judged,
+                            m,
+                            judge,
+                            samples,
+                            outputs["candidate"],
+                            outputs[b.role],
+                        )
+                        deltas.append(judged_delta(m, b.role, judged, **boot))
+                        if hasattr(m.fn, "details"):
+                            details[(m.name, b.role)] = dict(m.fn.details(judged))
+
         verdict = decide(policy_from(spec.gate), deltas)
         await progress(("PASSED: " if verdict.passed else "FAILED: ") + "; ".join(verdict.reasons))
 
@@ -281,13 +406,14 @@ class Evaluation:
             verdict=verdict,
             samples=[
                 Sample(
-                    prompt=json.dumps(p, ensure_ascii=False),
-                    reference=r,
+                    prompt=json.dumps(s.prompt, ensure_ascii=False),
+                    reference=s.reference,
                     outputs={role: out[i] for role, out in outputs.items()},
                 )
-                for i, (p, r) in enumerate(samples)
+                for i, s in enumerate(samples)
             ],
             loss_curve=await self._loss_curve(candidate),
+            details={f"{metric}/{role}": d for (metric, role), d in details.items()},
         )
         files = {}
         for name, data in render(report).items():
@@ -298,26 +424,23 @@ class Evaluation:
                 "png": "image/png",
             }[name.rsplit(".", 1)[1]]
             files[name] = await self.artifacts.put_bytes(data, media)
-        return Outcome(self._run_pb(run_id, spec, values, deltas, verdict, versions, files), files)
+        run = self._run_pb(run_id, spec, values, deltas, verdict, versions, files)
+        for comparison in run.comparisons:
+            comparison.details.update(details.get((comparison.metric, comparison.baseline), {}))
+        return Outcome(run, files)
 
-    def _answers(
-        self,
-        base_uri: str,
-        seed: int,
-        chain: list[Path],
-        tok_dir: Path,
-        prompts: list[Messages],
-        decoding: Decoding,
-    ) -> list[str]:
-        if "local" not in self.plugins.generators:
+    def _generator(self, name: str, params: Mapping[str, Any] | None = None) -> Any:
+        if name not in self.plugins.generators:
             raise FailedPrecondition(
-                "no 'local' generator plugin is installed", reason="NO_GENERATOR"
+                f"no {name!r} generator plugin is installed", reason="NO_GENERATOR"
             )
-        generator = self.plugins.generators.get("local").factory()
-        answers = generator.generate(
-            base=self._base(base_uri, seed),
-            weights=chain,
-            tokenizer=tok_dir,
+        return self.plugins.generators.get(name).factory(**(params or {}))
+
+    def _answers(self, plan: ModelPlan, prompts: list[Messages], decoding: Decoding) -> list[str]:
+        answers = self._generator("local").generate(
+            base=self._base(plan.base_model, plan.seed),
+            weights=plan.weights,
+            tokenizer=plan.tokenizer,
             prompts=prompts,
             max_new_tokens=decoding.max_new_tokens,
             batch_size=decoding.batch_size,
@@ -328,12 +451,104 @@ class Evaluation:
         )
         return [a[0] for a in answers]
 
+    @staticmethod
+    def _call_metric(metric: Metric, call: Callable[[], Any]) -> Any:
+        # a metric refusing its inputs (no preference pairs, bad params) fails the run clearly
+        try:
+            return call()
+        except ValueError as exc:
+            raise FailedPrecondition(
+                f"metric {metric.name}: {exc}", reason="METRIC_FAILED"
+            ) from exc
+
+    def _score_model(
+        self, metric: Metric, plan: ModelPlan, samples: list[EvalSample], decoding: Decoding
+    ) -> list[list[float]]:
+        return self._call_metric(  # type: ignore[no-any-return]
+            metric,
+            lambda: metric.fn.score_model(
+                base=self._base(plan.base_model, plan.seed),
+                weights=plan.weights,
+                tokenizer=plan.tokenizer,
+                method=plan.method,
+                prompts=[s.prompt for s in samples],
+                references=[s.reference for s in samples],
+                rejected=[s.rejected for s in samples],
+                max_new_tokens=decoding.max_new_tokens,
+                batch_size=decoding.batch_size,
+            ),
+        )
+
+    def _judged(
+        self,
+        metric: Metric,
+        judge: Judge,
+        samples: list[EvalSample],
+        candidate: list[str],
+        baseline: list[str],
+    ) -> list[list[float]]:
+        return self._call_metric(  # type: ignore[no-any-return]
+            metric,
+            lambda: metric.fn.judge(
+                prompts=[s.prompt for s in samples],
+                references=[s.reference for s in samples],
+                candidate=candidate,
+                baseline=baseline,
+                judge=judge,
+            ),
+        )
+
+    async def _judge(
+        self,
+        spec: evaluator_pb2.EvaluationSpec,
+        workspace: str,
+        by_id: Callable[[str], Awaitable[registry_pb2.ModelVersion]],
+        folders: Path,
+        decoding: Decoding,
+    ) -> Judge:
+        """The judge as ``judge(prompts) -> replies``: the named generator plugin, running a
+        registered model version when the params name one (the ``local`` generator), else
+        whatever its own params point at (an OpenAI-compatible endpoint)."""
+        params = _params(spec.judge)
+        max_new_tokens = int(params.pop("max_new_tokens", DEFAULT_JUDGE_TOKENS))
+        model = {k: params.pop(k) for k in JUDGE_MODEL_PARAMS if k in params}
+        base, weights, tokenizer = None, [], None
+        if model.get("model_version_id") or model.get("model"):
+            ref = common_pb2.ModelVersionRef(
+                id=str(model.get("model_version_id", "")),
+                model=str(model.get("model", "")),
+                version=int(model.get("version", 0) or 0),
+                alias=str(model.get("alias", "")),
+            )
+            mv = await self.lookup.model_version(ref, workspace)
+            chain = await fetch_chain(mv, by_id, self.artifacts, folders)
+            base = self._base(chain.base_model, chain.seed)
+            weights, tokenizer = list(chain.folders), chain.tokenizer
+        generator = self._generator(spec.judge.name, params)
+
+        def judge(prompts: list[Messages]) -> list[str]:
+            replies = generator.generate(
+                base=base,
+                weights=weights,
+                tokenizer=tokenizer,
+                prompts=prompts,
+                max_new_tokens=max_new_tokens,
+                batch_size=decoding.batch_size,
+                do_sample=False,
+                temperature=1.0,
+                top_p=1.0,
+                seed=decoding.seed,
+            )
+            return [r[0] if r else "" for r in replies]
+
+        return judge
+
     def _metrics(self, spec: evaluator_pb2.EvaluationSpec) -> list[Metric]:
         out = []
         for ref in spec.metrics or [common_pb2.PluginRef(name=n) for n in DEFAULT_METRICS]:
             entry = self.plugins.metrics.get(ref.name)
-            params = json_format.MessageToDict(ref.params) if ref.HasField("params") else {}
-            out.append(Metric(ref.name, entry.factory(**params), entry.higher_is_better))
+            fn = entry.factory(**_params(ref))  # params were checked by validate()
+            out.append(Metric(ref.name, fn, entry.higher_is_better, entry.needs))
         return out
 
     async def _loss_curve(self, candidate: registry_pb2.ModelVersion) -> list[tuple[float, float]]:

@@ -3,35 +3,53 @@
 ``SubmitEvaluationRun`` validates the spec, records the run as queued and publishes
 ``tw.evaluator.run.requested`` (the same path as a request from another system); the
 ``evaluator-worker`` consumer runs it and publishes ``tw.evaluator.run.completed`` (the run with
-its metrics, deltas, verdict and report refs; the registry records it) or ``.failed``. Runs are
-kept as JSON files under ``<data_dir>/evaluator/runs`` for Get/List.
+its metrics, deltas, verdict and report refs; the registry records it) or ``.failed``.
+
+``CancelEvaluationRun`` cancels a queued run on the spot and asks a running one to stop with a
+``tw.evaluator.control.requested`` that every evaluator process reads (a background listener);
+the run stops at its next step (between models and metrics) and ends ``cancelled``, published
+as ``tw.evaluator.run.failed`` with reason ``CANCELLED`` so a pipeline waiting on it moves on.
+``StreamEvaluationRunEvents`` follows a run's status changes and progress messages until it
+ends. Runs and their events are kept as files under ``<data_dir>/evaluator/runs`` for
+Get/List/Stream.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
+from nats.js import api as js_api
 
 from tunewright.common.v1 import common_pb2
 from tunewright.core import subjects
 from tunewright.core.bus import Delivery, event_meta
-from tunewright.core.errors import NotFound, TunewrightError
+from tunewright.core.errors import FailedPrecondition, NotFound, TunewrightError
 from tunewright.core.ids import new_id, stable_id
 from tunewright.core.registry_client import RegistryClient
 from tunewright.core.service import Consumer, GrpcBinding, ServiceContext, ServiceDefinition
 from tunewright.core.service import main as run_service_main
-from tunewright.evaluator.runner import Evaluation, validate
+from tunewright.evaluator.runner import Evaluation, RunCancelled, validate
 from tunewright.evaluator.settings import EvaluatorSettings
 from tunewright.evaluator.v1 import evaluator_pb2, evaluator_pb2_grpc
 from tunewright.events.v1 import events_pb2
 
 SERVICE_NAME = evaluator_pb2.DESCRIPTOR.services_by_name["EvaluatorService"].full_name
 PRODUCER = "evaluator"
+CANCELLED = "CANCELLED"
+TERMINAL = (
+    common_pb2.JOB_STATUS_SUCCEEDED,
+    common_pb2.JOB_STATUS_FAILED,
+    common_pb2.JOB_STATUS_CANCELLED,
+)
+_STREAM_POLL_S = 0.2
 log = logging.getLogger(__name__)
 
 
@@ -66,6 +84,27 @@ class RunStore:
         ]
         return sorted(runs, key=lambda r: r.created_at.ToNanoseconds(), reverse=True)
 
+    # a run's events: one JSON line each, appended by this process's event loop only
+
+    def add_event(self, event: common_pb2.JobEvent) -> common_pb2.JobEvent:
+        path = self._path(event.job_id).with_suffix(".events.jsonl")
+        event.sequence = len(self.events(event.job_id)) + 1
+        event.created_at.GetCurrentTime()
+        with path.open("a") as out:
+            out.write(json_format.MessageToJson(event, indent=None) + "\n")
+        return event
+
+    def events(self, run_id: str, after_sequence: int = 0) -> list[common_pb2.JobEvent]:
+        path = self._path(run_id).with_suffix(".events.jsonl")
+        if not path.exists():
+            return []
+        events = [
+            json_format.Parse(line, common_pb2.JobEvent())
+            for line in path.read_text().splitlines()
+            if line.strip()
+        ]
+        return [e for e in events if e.sequence > after_sequence]
+
 
 @dataclass(frozen=True)
 class _RunView:
@@ -81,6 +120,22 @@ def _status(run: evaluator_pb2.EvaluationRun, status: int, reason: str = "") -> 
     transition.at.GetCurrentTime()
 
 
+def _event(
+    run_id: str,
+    message: str,
+    *,
+    status: int = common_pb2.JOB_STATUS_UNSPECIFIED,
+    level: int = common_pb2.EVENT_LEVEL_INFO,
+) -> common_pb2.JobEvent:
+    return common_pb2.JobEvent(
+        job_id=run_id,
+        message=message[:500],
+        level=level,  # type: ignore[arg-type]
+        kind=common_pb2.EVENT_KIND_STATUS if status else common_pb2.EVENT_KIND_MESSAGE,
+        status=status,  # type: ignore[arg-type]
+    )
+
+
 class Evaluator(evaluator_pb2_grpc.EvaluatorServiceServicer):
     def __init__(self, context: ServiceContext[EvaluatorSettings]) -> None:
         self.context = context
@@ -89,6 +144,41 @@ class Evaluator(evaluator_pb2_grpc.EvaluatorServiceServicer):
         self.workdir = data / "work"
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.lookup = RegistryClient(context.settings.evaluator.registry_address)
+        #: run id -> reason, for runs asked to stop (filled by the control listener)
+        self.cancel_requests: dict[str, str] = {}
+
+    def _transition(self, run: evaluator_pb2.EvaluationRun, status: int, reason: str = "") -> None:
+        """Change a run's status, store it, and record the change as an event of the run."""
+        _status(run, status, reason)
+        self.store.put(run)
+        name = common_pb2.JobStatus.Name(status).removeprefix("JOB_STATUS_").lower()  # type: ignore[arg-type]
+        level = (
+            common_pb2.EVENT_LEVEL_ERROR
+            if status == common_pb2.JOB_STATUS_FAILED
+            else common_pb2.EVENT_LEVEL_INFO
+        )
+        self.store.add_event(
+            _event(run.id, f"{name}: {reason}" if reason else name, status=status, level=level)
+        )
+
+    async def _publish_failed(self, run: evaluator_pb2.EvaluationRun) -> None:
+        failed = events_pb2.EvaluatorRunFailed(
+            meta=event_meta(producer=PRODUCER, workspace=run.workspace), run_id=run.id
+        )
+        failed.error.CopyFrom(run.error)
+        await self.context.bus.publish(subjects.EVALUATOR_RUN_FAILED, failed, key=run.id)
+
+    async def _fail(self, run: evaluator_pb2.EvaluationRun, reason: str, message: str) -> None:
+        run.error.reason, run.error.message = reason, message
+        run.finished_at.GetCurrentTime()
+        self._transition(run, common_pb2.JOB_STATUS_FAILED, reason)
+        await self._publish_failed(run)
+
+    async def _cancel_here(self, run: evaluator_pb2.EvaluationRun, reason: str) -> None:
+        run.error.reason, run.error.message = CANCELLED, reason
+        run.finished_at.GetCurrentTime()
+        self._transition(run, common_pb2.JOB_STATUS_CANCELLED, reason)
+        await self._publish_failed(run)
 
     # --- gRPC ---
 
@@ -104,8 +194,7 @@ class Evaluator(evaluator_pb2_grpc.EvaluatorServiceServicer):
             id=run_id, workspace=spec.workspace or "default", spec=spec
         )
         run.created_at.GetCurrentTime()
-        _status(run, common_pb2.JOB_STATUS_QUEUED)
-        self.store.put(run)
+        self._transition(run, common_pb2.JOB_STATUS_QUEUED)
         await self.context.bus.publish(
             subjects.EVALUATOR_RUN_REQUESTED,
             events_pb2.EvaluatorRunRequested(
@@ -137,10 +226,70 @@ class Evaluator(evaluator_pb2_grpc.EvaluatorServiceServicer):
                     description=m.description,
                     higher_is_better=m.higher_is_better,
                     plugin=m.plugin,
+                    needs=m.needs,
                 )
                 for m in self.context.plugins.registries.metrics
             ]
         )
+
+    async def CancelEvaluationRun(self, request: Any, context: Any) -> Any:
+        run = self.store.get(request.run_id)
+        reason = request.reason or "cancelled on request"
+        if run.status in TERMINAL:
+            raise FailedPrecondition(
+                f"evaluation run {run.id} has already ended", reason="RUN_FINISHED"
+            )
+        if run.status == common_pb2.JOB_STATUS_RUNNING:
+            # whichever evaluator process runs it stops at its next step
+            await self.context.bus.publish(
+                subjects.EVALUATOR_CONTROL_REQUESTED,
+                events_pb2.EvaluatorControlRequested(
+                    meta=event_meta(producer=PRODUCER, workspace=run.workspace),
+                    run_id=run.id,
+                    action=events_pb2.CONTROL_ACTION_CANCEL,
+                    reason=reason,
+                ),
+                key=f"{run.id}:cancel",
+            )
+            self.store.add_event(_event(run.id, f"cancel requested: {reason}"))
+        else:  # queued: nobody runs it yet; the worker skips it when the request arrives
+            await self._cancel_here(run, reason)
+        return evaluator_pb2.CancelEvaluationRunResponse(run=run)
+
+    async def StreamEvaluationRunEvents(
+        self, request: Any, context: Any
+    ) -> AsyncIterator[evaluator_pb2.StreamEvaluationRunEventsResponse]:
+        self.store.get(request.run_id)  # NOT_FOUND before the stream starts
+        after = request.after_sequence
+        while True:
+            for event in self.store.events(request.run_id, after):
+                after = event.sequence
+                yield evaluator_pb2.StreamEvaluationRunEventsResponse(event=event)
+            if self.store.get(request.run_id).status in TERMINAL and not self.store.events(
+                request.run_id, after
+            ):
+                return
+            await asyncio.sleep(_STREAM_POLL_S)
+
+    # --- control ---
+
+    async def control_loop(self) -> None:
+        """Every evaluator process reads every control request (new ones only)."""
+        sub = await self.context.bus.js.subscribe(
+            subjects.EVALUATOR_CONTROL_REQUESTED,
+            ordered_consumer=True,
+            deliver_policy=js_api.DeliverPolicy.NEW,
+        )
+        try:
+            async for msg in sub.messages:
+                request = Delivery.from_msg(msg, durable="").decode(
+                    events_pb2.EvaluatorControlRequested
+                )
+                if request.action == events_pb2.CONTROL_ACTION_CANCEL:
+                    self.cancel_requests[request.run_id] = request.reason or "cancelled"
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
     # --- the worker ---
 
@@ -154,20 +303,22 @@ class Evaluator(evaluator_pb2_grpc.EvaluatorServiceServicer):
                 id=run_id, workspace=request.spec.workspace or "default", spec=request.spec
             )
             run.created_at.GetCurrentTime()
-        if run.status in (common_pb2.JOB_STATUS_SUCCEEDED, common_pb2.JOB_STATUS_FAILED):
-            return  # a redelivery of a finished run
-        _status(run, common_pb2.JOB_STATUS_RUNNING)
-        self.store.put(run)
+        if run.status in TERMINAL:
+            return  # a redelivery of a finished run, or a run cancelled while queued
+        if run_id in self.cancel_requests:  # cancelled by another system before it started
+            await self._cancel_here(run, self.cancel_requests.pop(run_id))
+            return
+        self._transition(run, common_pb2.JOB_STATUS_RUNNING)
         workspace = run.workspace
 
         async def progress(message: str) -> None:
+            if run_id in self.cancel_requests:
+                raise RunCancelled(self.cancel_requests.pop(run_id))
+            recorded = self.store.add_event(_event(run_id, message))
             event = events_pb2.EvaluatorRunProgressed(
                 meta=event_meta(producer=PRODUCER, workspace=workspace), run_id=run_id
             )
-            event.event.job_id = run_id
-            event.event.message = message[:500]
-            event.event.level = common_pb2.EVENT_LEVEL_INFO
-            event.event.kind = common_pb2.EVENT_KIND_MESSAGE
+            event.event.CopyFrom(recorded)
             await self.context.bus.publish(
                 subjects.EVALUATOR_RUN_PROGRESSED, event, key=f"{run_id}/{new_id('p')}"
             )
@@ -192,21 +343,25 @@ class Evaluator(evaluator_pb2_grpc.EvaluatorServiceServicer):
                     },
                 },
             )
+        except RunCancelled as cancelled:
+            log.info("evaluation cancelled run_id=%s", run_id)
+            await self._cancel_here(run, cancelled.reason)
+            return
         except TunewrightError as exc:
-            _status(run, common_pb2.JOB_STATUS_FAILED, exc.reason)
-            run.error.reason, run.error.message = exc.reason, exc.message
-            self.store.put(run)
-            failed = events_pb2.EvaluatorRunFailed(
-                meta=event_meta(producer=PRODUCER, workspace=workspace), run_id=run_id
+            await self._fail(run, exc.reason, exc.message)
+            return
+        except Exception as exc:
+            # a bug or a model that cannot run: redelivering would fail the same way, so the
+            # run fails now (the message stays generic; the traceback goes to the log)
+            log.error("evaluation crashed run_id=%s", run_id, exc_info=True)
+            await self._fail(
+                run, "EVALUATION_ERROR", f"{type(exc).__name__} during the evaluation (see log)"
             )
-            failed.error.CopyFrom(run.error)
-            await self.context.bus.publish(subjects.EVALUATOR_RUN_FAILED, failed, key=run_id)
             return
         done = outcome.run
         done.created_at.CopyFrom(run.created_at)
         done.history.extend(run.history)
-        _status(done, common_pb2.JOB_STATUS_SUCCEEDED)
-        self.store.put(done)
+        self._transition(done, common_pb2.JOB_STATUS_SUCCEEDED)
         await self.context.bus.publish(
             subjects.EVALUATOR_RUN_COMPLETED,
             events_pb2.EvaluatorRunCompleted(
@@ -240,8 +395,18 @@ def consumers(context: ServiceContext[EvaluatorSettings]) -> list[Consumer]:
     return [Consumer("evaluator-worker", _evaluator(context).on_request)]
 
 
+def background(
+    context: ServiceContext[EvaluatorSettings],
+) -> list[Callable[[], Awaitable[None]]]:
+    return [_evaluator(context).control_loop]
+
+
 DEFINITION = ServiceDefinition(
-    name="evaluator", settings_cls=EvaluatorSettings, grpc=grpc_bindings, consumers=consumers
+    name="evaluator",
+    settings_cls=EvaluatorSettings,
+    grpc=grpc_bindings,
+    consumers=consumers,
+    background=background,
 )
 
 

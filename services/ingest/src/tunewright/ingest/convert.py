@@ -255,7 +255,7 @@ def dataset_version(
         curation_report=ref_to_pb(refs["report.json"]),
         pii_audit=ref_to_pb(refs["pii_audit.json"]),
         parent_version_ids=list(spec.parent_version_ids),
-        source=registry_pb2.DATASET_SOURCE_UPLOAD,
+        source=spec.origin or registry_pb2.DATASET_SOURCE_UPLOAD,
         produced_by=job_id,
         labels=dict(spec.labels),
     )

@@ -6,7 +6,7 @@ A pipeline is a YAML list of stages run in order::
     stages:
       - name: curate
         kind: ingest                     # ingest | synth | candidates | feedback | train |
-        spec: {dataset: tickets, ...}    # evaluate | promote
+        spec: {dataset: tickets, ...}    # evaluate | approve | promote
       - name: sft
         kind: train
         spec:
@@ -21,10 +21,15 @@ A pipeline is a YAML list of stages run in order::
 ``spec`` is the JSON form of the stage kind's request message (IngestSpec, SynthJobSpec,
 TrainingJobSpec, EvaluationSpec); strings may refer to earlier stages' outputs
 (``${stages.<name>.<output>}``), to submit-time parameters (``${params.<name>}``) and to the run
-(``${run.id}``). Starting a stage writes, in one transaction, the stage's new state and the
+(``${run.id}``). A top-level ``parameters:`` mapping gives parameters string defaults; values
+given at submit win. Starting a stage writes, in one transaction, the stage's new state and the
 request event for the owning service into the outbox, under a job id derived from the run and
 stage, so a registry killed at any point re-sends the same request (deduplicated by NATS) and
 continues from the database after restart. A ``promote`` stage runs inside the registry.
+
+An ``approve`` stage is a human gate: it waits (status running) until someone decides it with
+:func:`approve_stage` (the ``ApprovePipelineStage`` RPC); approval lets the run go on, a
+rejection fails the stage and the run with reason ``APPROVAL_REJECTED``. Both are audited.
 """
 
 from __future__ import annotations
@@ -139,6 +144,8 @@ KINDS: dict[str, StageKind] = {
         ),
     ),
     "promote": StageKind(("model_version_id", "alias")),
+    # a human decision, recorded by approve_stage(); nothing is requested from a service
+    "approve": StageKind(("approved_by",)),
 }
 
 # --- the spec ------------------------------------------------------------------------------
@@ -156,6 +163,7 @@ class PipelineSpec:
     name: str
     workspace: str
     stages: tuple[StageSpec, ...]
+    parameters: dict[str, str]  # the spec's defaults overridden by the submitted values
 
 
 def parse_spec(spec_yaml: str, parameters: dict[str, str]) -> PipelineSpec:
@@ -177,10 +185,22 @@ def parse_spec(spec_yaml: str, parameters: dict[str, str]) -> PipelineSpec:
             reason="PIPELINE_SPEC_INVALID",
             field_violations=[FieldViolation("spec_yaml", "must be a mapping")],
         )
-    for key in sorted(set(data) - {"name", "workspace", "stages", "description"}):
+    for key in sorted(set(data) - {"name", "workspace", "stages", "description", "parameters"}):
         bad.append(
-            FieldViolation(key, "unknown key (allowed: name, workspace, description, stages)")
+            FieldViolation(
+                key, "unknown key (allowed: name, workspace, description, parameters, stages)"
+            )
         )
+    defaults = data.get("parameters") or {}
+    if not isinstance(defaults, dict):
+        bad.append(FieldViolation("parameters", "must be a mapping of names to default values"))
+        defaults = {}
+    for key, value in defaults.items():
+        if not isinstance(key, str) or not NAME_RE.match(key):
+            bad.append(FieldViolation("parameters", f"name {key!r} must match {NAME_RE.pattern}"))
+        elif not isinstance(value, str | int | float | bool):
+            bad.append(FieldViolation(f"parameters.{key}", "default must be a string or number"))
+    parameters = {str(k): str(v) for k, v in defaults.items()} | dict(parameters)
     name = data.get("name")
     if not isinstance(name, str) or not NAME_RE.match(name):
         bad.append(FieldViolation("name", f"required, must match {NAME_RE.pattern}"))
@@ -205,9 +225,10 @@ def parse_spec(spec_yaml: str, parameters: dict[str, str]) -> PipelineSpec:
         if kind not in KINDS:
             bad.append(FieldViolation(f"{where}.kind", f"must be one of {', '.join(KINDS)}"))
             continue
-        allowed = (
-            {"name", "kind", "alias", "model"} if kind == "promote" else {"name", "kind", "spec"}
-        )
+        allowed = {
+            "promote": {"name", "kind", "alias", "model"},
+            "approve": {"name", "kind", "message"},
+        }.get(kind, {"name", "kind", "spec"})
         for key in sorted(set(raw) - allowed):
             bad.append(FieldViolation(f"{where}.{key}", f"unknown key for a {kind} stage"))
         config = {k: v for k, v in raw.items() if k not in ("name", "kind")}
@@ -217,6 +238,9 @@ def parse_spec(spec_yaml: str, parameters: dict[str, str]) -> PipelineSpec:
                 promotion.ALIAS_PATTERN, raw.get("alias", "")
             ):
                 bad.append(FieldViolation(f"{where}.alias", "required, e.g. production"))
+        elif kind == "approve":
+            if not isinstance(raw.get("message", ""), str):
+                bad.append(FieldViolation(f"{where}.message", "must be a string"))
         else:
             bad += _check_message(config.get("spec", {}), KINDS[kind], f"{where}.spec")
         outputs[stage_name] = KINDS[kind].outputs
@@ -228,7 +252,9 @@ def parse_spec(spec_yaml: str, parameters: dict[str, str]) -> PipelineSpec:
             reason="PIPELINE_SPEC_INVALID",
             field_violations=bad,
         )
-    return PipelineSpec(name=name, workspace=str(workspace), stages=tuple(stages))
+    return PipelineSpec(
+        name=name, workspace=str(workspace), stages=tuple(stages), parameters=parameters
+    )
 
 
 def _strings(value: Any, path: str) -> list[tuple[str, str]]:
@@ -320,7 +346,7 @@ def create_run(
         workspace=workspace,
         name=spec.name,
         spec_yaml=spec_yaml,
-        parameters=dict(parameters),
+        parameters=spec.parameters,
         status="queued",
         requested_by=requested_by,
         trigger_event_id=trigger_event_id,
@@ -352,8 +378,10 @@ def reject_run(
     error: InvalidArgument,
     workspace: str,
     requested_by: str,
+    trigger_event_id: str = "",
 ) -> models.PipelineRun:
-    """Record a pipeline request (from an outside system) whose spec is invalid, as failed."""
+    """Record a pipeline request (from an outside system) whose spec is invalid, as failed; it
+    keeps its trigger so a failed retraining request stays linked to its drift detection."""
     existing = session.get(models.PipelineRun, run_id)
     if existing is not None:
         return existing
@@ -366,6 +394,7 @@ def reject_run(
         parameters={},
         status="queued",
         requested_by=requested_by,
+        trigger_event_id=trigger_event_id,
     )
     session.add(run)
     session.flush()
@@ -415,6 +444,15 @@ def _start_stage(session: Session, run: models.PipelineRun, stage: models.Pipeli
         _event(session, run, stage.name, "running", "promotion started")
         _promote(session, run, stage)
         return
+    if stage.kind == "approve":
+        note = _resolve(stage.config.get("message", ""), run)
+        _stage_changed(
+            session,
+            run,
+            stage,
+            "waiting for approval (ApprovePipelineStage)" + (f": {note}" if note else ""),
+        )
+        return  # stays running until approve_stage() decides it
     assert kind.spec_type is not None and kind.request is not None
     spec = json_format.ParseDict(_resolve(stage.config.get("spec", {}), run), kind.spec_type())
     if hasattr(spec, "workspace") and not spec.workspace:
@@ -496,6 +534,51 @@ def on_job_outcome(
     if stage.status != "running" or run.status in TERMINAL:
         return run  # a late or repeated outcome changes nothing
     _complete_stage(session, run, stage, status, outputs or {}, error)
+    advance(session, run)
+    return run
+
+
+def approve_stage(
+    session: Session, *, run_id: str, stage_name: str, approved: bool, actor: str, comment: str
+) -> models.PipelineRun:
+    """Decide the waiting ``approve`` stage ``stage_name`` of run ``run_id``, then advance."""
+    if not actor.strip():
+        raise InvalidArgument(
+            "an approval needs the actor who decided (it is audited)",
+            field_violations=[FieldViolation("actor", "required")],
+        )
+    run = get_run(session, run_id)
+    stage = next((s for s in run.stages if s.name == stage_name), None)
+    if stage is None or stage.kind != "approve":
+        approvals = [s.name for s in run.stages if s.kind == "approve"]
+        raise NotFound(
+            f"pipeline run {run_id} has no approve stage {stage_name!r} "
+            f"(approve stages: {', '.join(approvals) or 'none'})",
+            reason="APPROVAL_STAGE_NOT_FOUND",
+        )
+    if stage.status != "running" or run.status in TERMINAL:
+        raise FailedPrecondition(
+            f"stage {stage_name!r} of run {run_id} is {stage.status}, not waiting for approval",
+            reason="NOT_AWAITING_APPROVAL",
+        )
+    promotion.audit(
+        session,
+        workspace=run.workspace,
+        actor=actor,
+        action="approve_stage" if approved else "reject_stage",
+        subject_kind="pipeline_run",
+        subject_id=run.id,
+        reason=comment,
+        details={"stage": stage.name},
+    )
+    if approved:
+        _complete_stage(session, run, stage, "succeeded", {"approved_by": actor}, None)
+    else:
+        detail = common_pb2.ErrorDetail(
+            reason="APPROVAL_REJECTED",
+            message=f"rejected by {actor}" + (f": {comment}" if comment else ""),
+        )
+        _complete_stage(session, run, stage, "failed", {}, convert.to_json(detail))
     advance(session, run)
     return run
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Select, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tunewright.common.v1 import common_pb2
@@ -79,10 +80,18 @@ class Page:
 def ensure_workspace(session: Session, name: str, description: str = "") -> models.Workspace:
     name = name or "default"
     row = session.get(models.Workspace, name)
-    if row is None:
-        row = models.Workspace(name=name, description=description)
-        session.add(row)
-        session.flush()
+    if row is not None:
+        return row
+    # two transactions may create the same new workspace at once (a gRPC call racing the facts
+    # consumer): insert in a savepoint and, if the other one won, use its row
+    try:
+        with session.begin_nested():
+            row = models.Workspace(name=name, description=description)
+            session.add(row)
+    except IntegrityError:
+        row = session.get(models.Workspace, name)
+        if row is None:
+            raise
     return row
 
 

@@ -101,6 +101,7 @@ class Registry:
                         error=exc,
                         workspace=workspace,
                         requested_by=request.requested_by or "nats",
+                        trigger_event_id=request.trigger_event_id,
                     )
                 facts.mark_processed(session, delivery.durable, delivery.msg_id)
                 return True

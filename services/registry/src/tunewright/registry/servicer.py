@@ -345,6 +345,20 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
 
         return await self._tx(work)
 
+    async def ApprovePipelineStage(self, request: Any, context: Any) -> Any:
+        def work(session: Session) -> registry_pb2.ApprovePipelineStageResponse:
+            run = pipelines.approve_stage(
+                session,
+                run_id=request.run_id,
+                stage_name=request.stage,
+                approved=request.approved,
+                actor=request.actor,
+                comment=request.comment,
+            )
+            return registry_pb2.ApprovePipelineStageResponse(run=convert.pipeline_run_pb(run))
+
+        return await self._tx(work)
+
     async def StreamPipelineRunEvents(
         self, request: Any, context: Any
     ) -> AsyncIterator[registry_pb2.StreamPipelineRunEventsResponse]:

@@ -5,11 +5,14 @@ back in as a preference dataset version.
    the last assistant one; its answer is kept as the record's reference), N sampled responses
    per prompt from a registered model version (the ``local`` generator), published to the
    feedback backend as one record per prompt.
-2. :meth:`Preferences.collect`: the backend's rankings, one preference pair per ranking (best
-   vs worst response; a ranking whose best and worst texts are equal teaches nothing and is
-   skipped), with the annotator kept on every row, agreement when several annotators ranked a
-   record, written as a JSONL split and described as a ``preference`` dataset version whose
-   parent is the prompts' dataset version.
+2. :meth:`Preferences.collect`: the backend's rankings, one preference pair per ranked record
+   (chosen: the response most annotators put first; rejected: the one most put last; ties go
+   to the first annotator's ranking; a pair whose texts are equal teaches nothing and is
+   skipped), with the annotators kept on every row and agreement when several ranked a record,
+   written as a JSONL split and described as a ``preference`` dataset version whose parent is
+   the prompts' dataset version. With ``wait_timeout_seconds`` it polls a human backend (such
+   as Argilla) until ``min_records`` records are ranked, reporting progress; a simulated
+   backend ranks everything at once and never waits.
 
 Transport-free: the registry and the backends come in as objects.
 """
@@ -20,8 +23,9 @@ import asyncio
 import hashlib
 import json
 import tempfile
+import time
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,6 +38,8 @@ from tunewright.core.plugins import Registries
 from tunewright.core.splits import read_split_rows
 from tunewright.registry.v1 import registry_pb2
 from tunewright.synth.v1 import synth_pb2
+
+Progress = Callable[[str, dict[str, float]], Awaitable[None]]
 
 
 class Registry(Protocol):
@@ -98,6 +104,57 @@ def _backend(plugins: Registries, ref: common_pb2.PluginRef, directory: Path) ->
 
     params = json_format.MessageToDict(ref.params) if ref.HasField("params") else {}
     return name, plugins.feedback_backends.get(name).factory(directory=directory / name, **params)
+
+
+@dataclass
+class _Found:
+    rows: list[dict[str, Any]]
+    annotators: set[str]
+    agreements: list[float]
+    parents: set[str]
+    ranked_records: int
+
+
+def _gather(backend: Any, dataset: str, min_annotators: int) -> _Found:
+    """The backend's rankings as preference rows: one per record ranked by at least
+    ``min_annotators`` people. Chosen is the response most annotators put first, rejected the
+    one most put last (ties: the first annotator's ranking); agreement is the share of
+    annotators that picked the chosen one."""
+    rankings = backend.collect(dataset)
+    records = {r["record_id"]: r for r in backend.records(dataset)}
+    by_record: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for ranking in rankings:
+        by_record[ranking["record_id"]].append(ranking)
+    found = _Found([], set(), [], set(), len(by_record))
+    for record_id, ranked in sorted(by_record.items()):
+        record = records.get(record_id)
+        if record is None or len(ranked) < min_annotators:
+            continue
+        best_votes = Counter(r["ranking"][0] for r in ranked)
+        worst_votes = Counter(r["ranking"][-1] for r in ranked)
+        first = ranked[0]["ranking"]
+        best = max(best_votes, key=lambda i: (best_votes[i], i == first[0]))
+        worst = max(
+            (i for i in worst_votes if i != best),
+            key=lambda i: (worst_votes[i], i == first[-1]),
+            default=next((i for i in reversed(first) if i != best), best),
+        )
+        chosen, rejected = record["responses"][best], record["responses"][worst]
+        if chosen.strip() == rejected.strip():
+            continue
+        found.agreements.append(best_votes[best] / len(ranked))
+        found.annotators.update(r["annotator"] for r in ranked)
+        found.parents.add(record.get("prompts_dataset_version_id", ""))
+        found.rows.append(
+            {
+                "prompt": record["prompt"],
+                "chosen": chosen,
+                "rejected": rejected,
+                "annotators": sorted({r["annotator"] for r in ranked}),
+                "record_id": record_id,
+            }
+        )
+    return found
 
 
 class Preferences:
@@ -190,7 +247,16 @@ class Preferences:
         url = await asyncio.to_thread(backend.publish, task.feedback_dataset, records)
         return Published(len(records), str(url), name, task.feedback_dataset)
 
-    async def collect(self, job_id: str, spec: synth_pb2.SynthJobSpec) -> Collected:
+    async def collect(
+        self, job_id: str, spec: synth_pb2.SynthJobSpec, progress: Progress | None = None
+    ) -> Collected:
+        """Rankings -> preference dataset version; waits for people when the task says so.
+
+        With ``wait_timeout_seconds`` the backend is polled every ``poll_interval_seconds``
+        until ``min_records`` usable rankings (at least one) are there, reporting each change
+        through ``progress``; then it fails with NOT_ENOUGH_FEEDBACK / NO_FEEDBACK like a task
+        that does not wait. A simulated backend ranks everything at once: it never waits.
+        """
         task = spec.feedback_collection
         workspace = spec.workspace or "default"
         if not task.feedback_dataset or not task.output_dataset:
@@ -203,44 +269,35 @@ class Preferences:
                 ],
             )
         name, backend = _backend(self.plugins, task.feedback_backend, self.workdir / "feedback")
-        rankings = await asyncio.to_thread(backend.collect, task.feedback_dataset)
-        records = {
-            r["record_id"]: r
-            for r in await asyncio.to_thread(backend.records, task.feedback_dataset)
-        }
-        by_record: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for ranking in rankings:
-            by_record[ranking["record_id"]].append(ranking)
-        minimum = task.min_annotators or 1
-        rows, annotators, agreements, parents = [], set(), [], set()
-        for record_id, ranked in sorted(by_record.items()):
-            record = records.get(record_id)
-            if record is None or len(ranked) < minimum:
-                continue
-            best_votes = Counter(r["ranking"][0] for r in ranked)
-            agreements.append(max(best_votes.values()) / len(ranked))
-            top = ranked[0]["ranking"]
-            chosen, rejected = record["responses"][top[0]], record["responses"][top[-1]]
-            if chosen.strip() == rejected.strip():
-                continue
-            annotators.update(r["annotator"] for r in ranked)
-            parents.add(record.get("prompts_dataset_version_id", ""))
-            rows.append(
-                {
-                    "prompt": record["prompt"],
-                    "chosen": chosen,
-                    "rejected": rejected,
-                    "annotators": sorted({r["annotator"] for r in ranked}),
-                    "record_id": record_id,
-                }
+        simulated = bool(getattr(backend, "simulated", False))
+        wait_s = 0 if simulated else max(task.wait_timeout_seconds, 0)
+        needed = max(task.min_records, 1 if wait_s else 0)
+        deadline = time.monotonic() + wait_s
+        interval = task.poll_interval_seconds if task.poll_interval_seconds > 0 else 5
+        reported = -1
+        while True:
+            found = await asyncio.to_thread(
+                _gather, backend, task.feedback_dataset, task.min_annotators or 1
             )
+            if len(found.rows) >= needed or time.monotonic() >= deadline:
+                break
+            if progress is not None and len(found.rows) != reported:
+                reported = len(found.rows)
+                await progress(
+                    f"waiting for rankings in {name}: {reported}/{needed} records ranked",
+                    {"step": float(reported), "total_steps": float(needed)},
+                )
+            await asyncio.sleep(min(interval, max(deadline - time.monotonic(), 0.0)))
+        rows = found.rows
         if task.min_records and len(rows) < task.min_records:
+            waited = f" after waiting {wait_s} s" if wait_s else ""
             raise FailedPrecondition(
-                f"{len(rows)} usable rankings, fewer than min_records {task.min_records}",
+                f"{len(rows)} usable rankings{waited}, fewer than min_records {task.min_records}",
                 reason="NOT_ENOUGH_FEEDBACK",
             )
         if not rows:
-            raise FailedPrecondition("no usable rankings yet", reason="NO_FEEDBACK")
+            waited = f" after waiting {wait_s} s" if wait_s else " yet"
+            raise FailedPrecondition(f"no usable rankings{waited}", reason="NO_FEEDBACK")
         body = "".join(
             json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows
         ).encode()
@@ -254,13 +311,13 @@ class Preferences:
             kind=common_pb2.DATASET_KIND_PREFERENCE,
             source=registry_pb2.DATASET_SOURCE_FEEDBACK,
             produced_by=job_id,
-            parent_version_ids=sorted(p for p in parents if p),
+            parent_version_ids=sorted(p for p in found.parents if p),
             counts=registry_pb2.RowCounts(
-                total=len(by_record), accepted=len(rows), train=len(rows)
+                total=found.ranked_records, accepted=len(rows), train=len(rows)
             ),
             labels={
                 "feedback_backend": name,
-                "simulated": str(getattr(backend, "simulated", False)).lower(),
+                "simulated": str(simulated).lower(),
             },
         )
         version.splits["train"].CopyFrom(
@@ -274,7 +331,7 @@ class Preferences:
         return Collected(
             dataset_version=version,
             pairs=len(rows),
-            annotators=len(annotators),
-            agreement=sum(agreements) / len(agreements) if agreements else 0.0,
-            simulated=bool(getattr(backend, "simulated", False)),
+            annotators=len(found.annotators),
+            agreement=sum(found.agreements) / len(found.agreements) if found.agreements else 0.0,
+            simulated=simulated,
         )

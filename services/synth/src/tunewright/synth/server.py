@@ -1,122 +1,186 @@
 """The synth service process: ``tunewright-synth`` or ``python -m tunewright.synth.server``.
 
-Owns synthetic examples, preference candidates and human feedback. What works in this
-release is the preference path, driven by events (a pipeline's ``candidates`` and ``feedback``
-stages, or any system): ``tw.synth.candidates.requested`` samples responses from a model
-version and publishes them to a feedback backend (``tw.synth.candidates.published``), and
-``tw.feedback.collection.requested`` turns the backend's rankings into a preference dataset
-version (``tw.feedback.dataset.collected``). Synthetic-example requests are dead-lettered with
-reason UNIMPLEMENTED, and the gRPC API still answers UNIMPLEMENTED.
+Owns synthetic examples, preference candidates and human feedback. gRPC
+(``tunewright.synth.v1.SynthService``): submit, get, list, cancel, stream events. A submitted
+job is recorded and its request published (``tw.synth.dataset.requested``,
+``tw.synth.candidates.requested`` or ``tw.feedback.collection.requested``, by the spec's
+task); the ``synth-worker`` consumer (:mod:`tunewright.synth.worker`) runs it, exactly as a
+request a pipeline or another system publishes. The servicer is thin: pb -> domain -> pb;
+domain errors become status codes in the core's error interceptor.
 """
 
 from __future__ import annotations
 
-import logging
+import asyncio
+import hashlib
 import sys
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
 
-from tunewright.core import subjects
-from tunewright.core.bus import Delivery, event_meta
-from tunewright.core.errors import TunewrightError
-from tunewright.core.registry_client import RegistryClient
-from tunewright.core.service import (
-    Consumer,
-    GrpcBinding,
-    NotImplementedYet,
-    ServiceContext,
-    ServiceDefinition,
-)
+from tunewright.common.v1 import common_pb2
+from tunewright.core.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from tunewright.core.service import Consumer, GrpcBinding, ServiceContext, ServiceDefinition
 from tunewright.core.service import main as run_service_main
-from tunewright.events.v1 import events_pb2
-from tunewright.synth.preferences import Preferences
+from tunewright.synth import convert
+from tunewright.synth.jobs import TERMINAL, JobStore, now_ts
 from tunewright.synth.settings import SynthSettings
 from tunewright.synth.v1 import synth_pb2, synth_pb2_grpc
+from tunewright.synth.worker import SynthWorker
 
 SERVICE_NAME = synth_pb2.DESCRIPTOR.services_by_name["SynthService"].full_name
-PRODUCER = "synth"
-log = logging.getLogger(__name__)
+_STREAM_POLL_S = 0.2
+_MAX_PAGE = 1000
 
 
-class Synth:
-    def __init__(self, context: ServiceContext[SynthSettings]) -> None:
-        self.context = context
-        workdir = context.settings.data_dir / "synth"
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.preferences = Preferences(
-            registry=RegistryClient(context.settings.synth.registry_address),
-            artifacts=context.artifacts,
-            plugins=context.plugins.registries,
-            workdir=workdir,
+def new_job_id(workspace: str, request_id: str = "") -> str:
+    if request_id:
+        return "syn-" + hashlib.sha256(f"{workspace}\n{request_id}".encode()).hexdigest()[:24]
+    return "syn-" + uuid.uuid4().hex[:24]
+
+
+def validate(spec: synth_pb2.SynthJobSpec) -> None:
+    """What can be checked without the registry; the worker checks the rest."""
+    task = spec.WhichOneof("task")
+    if task is None:
+        raise InvalidArgument(
+            "spec needs a task",
+            reason="INVALID_SYNTH_SPEC",
+            field_violations=[
+                FieldViolation(
+                    "spec.task",
+                    "one of synthetic_examples, preference_candidates, feedback_collection",
+                )
+            ],
+        )
+    if task == "synthetic_examples":
+        convert.synthesis_task(spec, spec.workspace)
+    elif task == "preference_candidates" and not spec.preference_candidates.feedback_dataset:
+        raise InvalidArgument(
+            "feedback_dataset is required",
+            reason="INVALID_SYNTH_SPEC",
+            field_violations=[
+                FieldViolation("spec.preference_candidates.feedback_dataset", "required")
+            ],
+        )
+    elif task == "feedback_collection" and not (
+        spec.feedback_collection.feedback_dataset and spec.feedback_collection.output_dataset
+    ):
+        raise InvalidArgument(
+            "feedback_dataset and output_dataset are required",
+            reason="INVALID_SYNTH_SPEC",
+            field_violations=[
+                FieldViolation("spec.feedback_collection", "feedback_dataset and output_dataset")
+            ],
         )
 
-    async def _failed(self, job_id: str, workspace: str, exc: TunewrightError) -> None:
-        fact = events_pb2.SynthJobFailed(
-            meta=event_meta(producer=PRODUCER, workspace=workspace), job_id=job_id
-        )
-        fact.error.reason, fact.error.message = exc.reason, exc.message
-        await self.context.bus.publish(subjects.SYNTH_JOB_FAILED, fact, key=job_id)
 
-    async def on_request(self, delivery: Delivery) -> None:
-        message = delivery.decode()
-        job_id = getattr(message, "job_id", "") or delivery.msg_id
-        spec = message.spec  # type: ignore[attr-defined]
-        workspace = spec.workspace or delivery.workspace or "default"
-        meta = event_meta(producer=PRODUCER, workspace=workspace)
+class SynthServicer(synth_pb2_grpc.SynthServiceServicer):
+    def __init__(
+        self, context: ServiceContext[SynthSettings], jobs: JobStore, worker: SynthWorker
+    ) -> None:
+        self.settings = context.settings
+        self.jobs = jobs
+        self.worker = worker
+
+    async def SubmitSynthJob(
+        self, request: synth_pb2.SubmitSynthJobRequest, context: Any
+    ) -> synth_pb2.SubmitSynthJobResponse:
+        spec = synth_pb2.SynthJobSpec()
+        spec.CopyFrom(request.spec)
+        spec.workspace = spec.workspace or self.settings.workspace
+        validate(spec)
+        job = synth_pb2.SynthJob(
+            id=new_job_id(spec.workspace, request.request_id),
+            workspace=spec.workspace,
+            spec=spec,
+            status=common_pb2.JOB_STATUS_QUEUED,
+            created_at=now_ts(),
+        )
+        job.history.add(status=common_pb2.JOB_STATUS_VALIDATING, at=now_ts(), reason="submitted")
+        job.history.add(status=common_pb2.JOB_STATUS_QUEUED, at=now_ts(), reason="spec valid")
+        key = f"{spec.workspace}\n{request.request_id}" if request.request_id else None
+        job, created = self.jobs.create(job, request_key=key)
+        if created:
+            await self.worker.publish_request(job)
+        return synth_pb2.SubmitSynthJobResponse(job=job)
+
+    async def GetSynthJob(
+        self, request: synth_pb2.GetSynthJobRequest, context: Any
+    ) -> synth_pb2.GetSynthJobResponse:
+        return synth_pb2.GetSynthJobResponse(job=self.jobs.get(request.job_id))
+
+    async def ListSynthJobs(
+        self, request: synth_pb2.ListSynthJobsRequest, context: Any
+    ) -> synth_pb2.ListSynthJobsResponse:
+        size = min(request.page.page_size or 50, _MAX_PAGE)
         try:
-            if isinstance(message, events_pb2.SynthCandidatesRequested):
-                published = await self.preferences.candidates(job_id, spec)
-                await self.context.bus.publish(
-                    subjects.SYNTH_CANDIDATES_PUBLISHED,
-                    events_pb2.SynthCandidatesPublished(
-                        meta=meta,
-                        job_id=job_id,
-                        feedback_backend=published.backend,
-                        feedback_dataset=published.dataset,
-                        records=published.records,
-                        review_url=published.review_url,
-                    ),
-                    key=job_id,
-                )
-            elif isinstance(message, events_pb2.FeedbackCollectionRequested):
-                collected = await self.preferences.collect(job_id, spec)
-                await self.context.bus.publish(
-                    subjects.FEEDBACK_DATASET_COLLECTED,
-                    events_pb2.FeedbackDatasetCollected(
-                        meta=meta,
-                        job_id=job_id,
-                        dataset_version=collected.dataset_version,
-                        pairs=collected.pairs,
-                        annotators=collected.annotators,
-                        agreement=collected.agreement,
-                        simulated=collected.simulated,
-                    ),
-                    key=job_id,
-                )
-            else:
-                raise NotImplementedYet(f"synth cannot handle {delivery.subject} yet")
-        except NotImplementedYet:
-            raise  # dead-lettered with its reason
-        except TunewrightError as exc:
-            log.warning("synth job failed job_id=%s reason=%s", job_id, exc.reason)
-            await self._failed(job_id, workspace, exc)
+            offset = int(request.page.page_token or "0")
+        except ValueError:
+            raise InvalidArgument("page.page_token is not a token this server issued") from None
+        jobs = self.jobs.list_jobs(
+            request.workspace or self.settings.workspace,
+            statuses=request.statuses,
+            offset=offset,
+            limit=size + 1,
+        )
+        token = str(offset + size) if len(jobs) > size else ""
+        return synth_pb2.ListSynthJobsResponse(
+            jobs=jobs[:size], page=common_pb2.PageResponse(next_page_token=token)
+        )
+
+    async def CancelSynthJob(
+        self, request: synth_pb2.CancelSynthJobRequest, context: Any
+    ) -> synth_pb2.CancelSynthJobResponse:
+        job = self.jobs.get(request.job_id)
+        if job.status in TERMINAL:
+            raise FailedPrecondition(
+                f"synth job {job.id} has already finished", reason="JOB_FINISHED"
+            )
+        self.jobs.request_cancel(job.id)
+        if job.status == common_pb2.JOB_STATUS_QUEUED:
+            # not started: the worker acks its request without running it
+            await self.worker.set_status(
+                job, common_pb2.JOB_STATUS_CANCELLED, request.reason or "cancelled"
+            )
+        return synth_pb2.CancelSynthJobResponse(job=self.jobs.get(job.id))
+
+    async def StreamSynthJobEvents(
+        self, request: synth_pb2.StreamSynthJobEventsRequest, context: Any
+    ) -> AsyncIterator[synth_pb2.StreamSynthJobEventsResponse]:
+        after = request.after_sequence
+        self.jobs.get(request.job_id)  # NOT_FOUND before the stream starts
+        while True:
+            done = self.jobs.get(request.job_id).status in TERMINAL
+            for event in self.jobs.events(request.job_id, after):
+                after = event.sequence
+                yield synth_pb2.StreamSynthJobEventsResponse(event=event)
+            if done:
+                return
+            await asyncio.sleep(_STREAM_POLL_S)
 
 
-def _synth(context: ServiceContext[SynthSettings]) -> Synth:
+def _wiring(context: ServiceContext[SynthSettings]) -> tuple[JobStore, SynthWorker]:
+    """The servicer and the consumer of one context share a job store and a worker."""
     existing = context.resources.get("synth")
-    if isinstance(existing, Synth):
-        return existing
-    app = Synth(context)
-    context.resources["synth"] = app
-    return app
+    if existing is None:
+        jobs = JobStore(context.settings.data_dir / "synth" / "jobs.sqlite")
+        existing = (jobs, SynthWorker(context, jobs))
+        context.resources["synth"] = existing
+        context.closers.append(jobs.close)
+    jobs, worker = existing
+    return jobs, worker
 
 
 def grpc_bindings(context: ServiceContext[SynthSettings]) -> list[GrpcBinding]:
-    # the generated base servicer answers UNIMPLEMENTED for every RPC (jobs come by event)
-    servicer = synth_pb2_grpc.SynthServiceServicer()
+    jobs, worker = _wiring(context)
+    servicer = SynthServicer(context, jobs, worker)
     return [GrpcBinding(synth_pb2_grpc.add_SynthServiceServicer_to_server, servicer, SERVICE_NAME)]
 
 
 def consumers(context: ServiceContext[SynthSettings]) -> list[Consumer]:
-    return [Consumer("synth-worker", _synth(context).on_request)]
+    _jobs, worker = _wiring(context)
+    return [Consumer("synth-worker", worker.handle)]
 
 
 DEFINITION = ServiceDefinition(

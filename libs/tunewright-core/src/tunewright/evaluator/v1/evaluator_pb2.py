@@ -26,13 +26,15 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from tunewright.common.v1 import common_pb2 as tunewright_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'tunewright/evaluator/v1/evaluator.proto\x12\x17tunewright.evaluator.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!tunewright/common/v1/common.proto\"h\n\x0e\x45valuatedModel\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x34\n\x05model\x18\x02 \x01(\x0b\x32%.tunewright.common.v1.ModelVersionRef\x12\x12\n\nbase_model\x18\x03 \x01(\t\"l\n\x08GateRule\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61seline\x18\x02 \x01(\t\x12\x16\n\tmin_delta\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x18\n\x10\x63i_excludes_zero\x18\x04 \x01(\x08\x42\x0c\n\n_min_delta\"n\n\nGatePolicy\x12\x30\n\x05rules\x18\x01 \x03(\x0b\x32!.tunewright.evaluator.v1.GateRule\x12\x1b\n\x0emax_regression\x18\x02 \x01(\x01H\x00\x88\x01\x01\x42\x11\n\x0f_max_regression\"\xf3\x03\n\x0e\x45valuationSpec\x12\x11\n\tworkspace\x18\x01 \x01(\t\x12:\n\tcandidate\x18\x02 \x01(\x0b\x32\'.tunewright.evaluator.v1.EvaluatedModel\x12:\n\tbaselines\x18\x03 \x03(\x0b\x32\'.tunewright.evaluator.v1.EvaluatedModel\x12\x38\n\x07\x64\x61taset\x18\x04 \x01(\x0b\x32\'.tunewright.common.v1.DatasetVersionRef\x12\r\n\x05split\x18\x05 \x01(\t\x12\x30\n\x07metrics\x18\x06 \x03(\x0b\x32\x1f.tunewright.common.v1.PluginRef\x12:\n\ngeneration\x18\x07 \x01(\x0b\x32&.tunewright.common.v1.GenerationConfig\x12\x31\n\x04gate\x18\x08 \x01(\x0b\x32#.tunewright.evaluator.v1.GatePolicy\x12\x19\n\x11\x62ootstrap_samples\x18\t \x01(\x05\x12\x0c\n\x04seed\x18\n \x01(\x03\x12.\n\x05judge\x18\x0b \x01(\x0b\x32\x1f.tunewright.common.v1.PluginRef\x12\x13\n\x0bmax_samples\x18\x0c \x01(\x05\"j\n\x0cModelMetrics\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x18\n\x10model_version_id\x18\x02 \x01(\t\x12\x32\n\x07metrics\x18\x03 \x03(\x0b\x32!.tunewright.common.v1.MetricValue\"\xa9\x01\n\nComparison\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61seline\x18\x02 \x01(\t\x12\x17\n\x0f\x63\x61ndidate_value\x18\x03 \x01(\x01\x12\x16\n\x0e\x62\x61seline_value\x18\x04 \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x05 \x01(\x01\x12\x0e\n\x06\x63i_low\x18\x06 \x01(\x01\x12\x0f\n\x07\x63i_high\x18\x07 \x01(\x01\x12\x18\n\x10higher_is_better\x18\x08 \x01(\x08\".\n\x0bGateVerdict\x12\x0e\n\x06passed\x18\x01 \x01(\x08\x12\x0f\n\x07reasons\x18\x02 \x03(\t\"\xaf\x05\n\rEvaluationRun\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tworkspace\x18\x02 \x01(\t\x12\x35\n\x04spec\x18\x03 \x01(\x0b\x32\'.tunewright.evaluator.v1.EvaluationSpec\x12/\n\x06status\x18\x04 \x01(\x0e\x32\x1f.tunewright.common.v1.JobStatus\x12\x37\n\x07history\x18\x05 \x03(\x0b\x32&.tunewright.common.v1.StatusTransition\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x07results\x18\x08 \x03(\x0b\x32%.tunewright.evaluator.v1.ModelMetrics\x12\x38\n\x0b\x63omparisons\x18\t \x03(\x0b\x32#.tunewright.evaluator.v1.Comparison\x12\x35\n\x07verdict\x18\n \x01(\x0b\x32$.tunewright.evaluator.v1.GateVerdict\x12\x36\n\x0breport_json\x18\x0b \x01(\x0b\x32!.tunewright.common.v1.ArtifactRef\x12\x36\n\x0breport_html\x18\x0c \x01(\x0b\x32!.tunewright.common.v1.ArtifactRef\x12\x32\n\x07samples\x18\r \x01(\x0b\x32!.tunewright.common.v1.ArtifactRef\x12\x30\n\x05\x65rror\x18\x0e \x01(\x0b\x32!.tunewright.common.v1.ErrorDetail\"g\n\x1aSubmitEvaluationRunRequest\x12\x35\n\x04spec\x18\x01 \x01(\x0b\x32\'.tunewright.evaluator.v1.EvaluationSpec\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"R\n\x1bSubmitEvaluationRunResponse\x12\x33\n\x03run\x18\x01 \x01(\x0b\x32&.tunewright.evaluator.v1.EvaluationRun\")\n\x17GetEvaluationRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"O\n\x18GetEvaluationRunResponse\x12\x33\n\x03run\x18\x01 \x01(\x0b\x32&.tunewright.evaluator.v1.EvaluationRun\"\x83\x01\n\x19ListEvaluationRunsRequest\x12\x11\n\tworkspace\x18\x01 \x01(\t\x12/\n\x04page\x18\x02 \x01(\x0b\x32!.tunewright.common.v1.PageRequest\x12\"\n\x1a\x63\x61ndidate_model_version_id\x18\x03 \x01(\t\"\x84\x01\n\x1aListEvaluationRunsResponse\x12\x34\n\x04runs\x18\x01 \x03(\x0b\x32&.tunewright.evaluator.v1.EvaluationRun\x12\x30\n\x04page\x18\x02 \x01(\x0b\x32\".tunewright.common.v1.PageResponse\"<\n\x1a\x43\x61ncelEvaluationRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"R\n\x1b\x43\x61ncelEvaluationRunResponse\x12\x33\n\x03run\x18\x01 \x01(\x0b\x32&.tunewright.evaluator.v1.EvaluationRun\"J\n StreamEvaluationRunEventsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"R\n!StreamEvaluationRunEventsResponse\x12-\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1e.tunewright.common.v1.JobEvent\"\x14\n\x12ListMetricsRequest\"Y\n\nMetricInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x18\n\x10higher_is_better\x18\x03 \x01(\x08\x12\x0e\n\x06plugin\x18\x04 \x01(\t\"K\n\x13ListMetricsResponse\x12\x34\n\x07metrics\x18\x01 \x03(\x0b\x32#.tunewright.evaluator.v1.MetricInfo2\x91\x06\n\x10\x45valuatorService\x12\x80\x01\n\x13SubmitEvaluationRun\x12\x33.tunewright.evaluator.v1.SubmitEvaluationRunRequest\x1a\x34.tunewright.evaluator.v1.SubmitEvaluationRunResponse\x12w\n\x10GetEvaluationRun\x12\x30.tunewright.evaluator.v1.GetEvaluationRunRequest\x1a\x31.tunewright.evaluator.v1.GetEvaluationRunResponse\x12}\n\x12ListEvaluationRuns\x12\x32.tunewright.evaluator.v1.ListEvaluationRunsRequest\x1a\x33.tunewright.evaluator.v1.ListEvaluationRunsResponse\x12\x80\x01\n\x13\x43\x61ncelEvaluationRun\x12\x33.tunewright.evaluator.v1.CancelEvaluationRunRequest\x1a\x34.tunewright.evaluator.v1.CancelEvaluationRunResponse\x12\x94\x01\n\x19StreamEvaluationRunEvents\x12\x39.tunewright.evaluator.v1.StreamEvaluationRunEventsRequest\x1a:.tunewright.evaluator.v1.StreamEvaluationRunEventsResponse0\x01\x12h\n\x0bListMetrics\x12+.tunewright.evaluator.v1.ListMetricsRequest\x1a,.tunewright.evaluator.v1.ListMetricsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'tunewright/evaluator/v1/evaluator.proto\x12\x17tunewright.evaluator.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!tunewright/common/v1/common.proto\"h\n\x0e\x45valuatedModel\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x34\n\x05model\x18\x02 \x01(\x0b\x32%.tunewright.common.v1.ModelVersionRef\x12\x12\n\nbase_model\x18\x03 \x01(\t\"l\n\x08GateRule\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61seline\x18\x02 \x01(\t\x12\x16\n\tmin_delta\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x18\n\x10\x63i_excludes_zero\x18\x04 \x01(\x08\x42\x0c\n\n_min_delta\"n\n\nGatePolicy\x12\x30\n\x05rules\x18\x01 \x03(\x0b\x32!.tunewright.evaluator.v1.GateRule\x12\x1b\n\x0emax_regression\x18\x02 \x01(\x01H\x00\x88\x01\x01\x42\x11\n\x0f_max_regression\"\xf3\x03\n\x0e\x45valuationSpec\x12\x11\n\tworkspace\x18\x01 \x01(\t\x12:\n\tcandidate\x18\x02 \x01(\x0b\x32\'.tunewright.evaluator.v1.EvaluatedModel\x12:\n\tbaselines\x18\x03 \x03(\x0b\x32\'.tunewright.evaluator.v1.EvaluatedModel\x12\x38\n\x07\x64\x61taset\x18\x04 \x01(\x0b\x32\'.tunewright.common.v1.DatasetVersionRef\x12\r\n\x05split\x18\x05 \x01(\t\x12\x30\n\x07metrics\x18\x06 \x03(\x0b\x32\x1f.tunewright.common.v1.PluginRef\x12:\n\ngeneration\x18\x07 \x01(\x0b\x32&.tunewright.common.v1.GenerationConfig\x12\x31\n\x04gate\x18\x08 \x01(\x0b\x32#.tunewright.evaluator.v1.GatePolicy\x12\x19\n\x11\x62ootstrap_samples\x18\t \x01(\x05\x12\x0c\n\x04seed\x18\n \x01(\x03\x12.\n\x05judge\x18\x0b \x01(\x0b\x32\x1f.tunewright.common.v1.PluginRef\x12\x13\n\x0bmax_samples\x18\x0c \x01(\x05\"j\n\x0cModelMetrics\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x18\n\x10model_version_id\x18\x02 \x01(\t\x12\x32\n\x07metrics\x18\x03 \x03(\x0b\x32!.tunewright.common.v1.MetricValue\"\x9c\x02\n\nComparison\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61seline\x18\x02 \x01(\t\x12\x17\n\x0f\x63\x61ndidate_value\x18\x03 \x01(\x01\x12\x16\n\x0e\x62\x61seline_value\x18\x04 \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x05 \x01(\x01\x12\x0e\n\x06\x63i_low\x18\x06 \x01(\x01\x12\x0f\n\x07\x63i_high\x18\x07 \x01(\x01\x12\x18\n\x10higher_is_better\x18\x08 \x01(\x08\x12\x41\n\x07\x64\x65tails\x18\t \x03(\x0b\x32\x30.tunewright.evaluator.v1.Comparison.DetailsEntry\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\".\n\x0bGateVerdict\x12\x0e\n\x06passed\x18\x01 \x01(\x08\x12\x0f\n\x07reasons\x18\x02 \x03(\t\"\xaf\x05\n\rEvaluationRun\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tworkspace\x18\x02 \x01(\t\x12\x35\n\x04spec\x18\x03 \x01(\x0b\x32\'.tunewright.evaluator.v1.EvaluationSpec\x12/\n\x06status\x18\x04 \x01(\x0e\x32\x1f.tunewright.common.v1.JobStatus\x12\x37\n\x07history\x18\x05 \x03(\x0b\x32&.tunewright.common.v1.StatusTransition\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x07results\x18\x08 \x03(\x0b\x32%.tunewright.evaluator.v1.ModelMetrics\x12\x38\n\x0b\x63omparisons\x18\t \x03(\x0b\x32#.tunewright.evaluator.v1.Comparison\x12\x35\n\x07verdict\x18\n \x01(\x0b\x32$.tunewright.evaluator.v1.GateVerdict\x12\x36\n\x0breport_json\x18\x0b \x01(\x0b\x32!.tunewright.common.v1.ArtifactRef\x12\x36\n\x0breport_html\x18\x0c \x01(\x0b\x32!.tunewright.common.v1.ArtifactRef\x12\x32\n\x07samples\x18\r \x01(\x0b\x32!.tunewright.common.v1.ArtifactRef\x12\x30\n\x05\x65rror\x18\x0e \x01(\x0b\x32!.tunewright.common.v1.ErrorDetail\"g\n\x1aSubmitEvaluationRunRequest\x12\x35\n\x04spec\x18\x01 \x01(\x0b\x32\'.tunewright.evaluator.v1.EvaluationSpec\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"R\n\x1bSubmitEvaluationRunResponse\x12\x33\n\x03run\x18\x01 \x01(\x0b\x32&.tunewright.evaluator.v1.EvaluationRun\")\n\x17GetEvaluationRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"O\n\x18GetEvaluationRunResponse\x12\x33\n\x03run\x18\x01 \x01(\x0b\x32&.tunewright.evaluator.v1.EvaluationRun\"\x83\x01\n\x19ListEvaluationRunsRequest\x12\x11\n\tworkspace\x18\x01 \x01(\t\x12/\n\x04page\x18\x02 \x01(\x0b\x32!.tunewright.common.v1.PageRequest\x12\"\n\x1a\x63\x61ndidate_model_version_id\x18\x03 \x01(\t\"\x84\x01\n\x1aListEvaluationRunsResponse\x12\x34\n\x04runs\x18\x01 \x03(\x0b\x32&.tunewright.evaluator.v1.EvaluationRun\x12\x30\n\x04page\x18\x02 \x01(\x0b\x32\".tunewright.common.v1.PageResponse\"<\n\x1a\x43\x61ncelEvaluationRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"R\n\x1b\x43\x61ncelEvaluationRunResponse\x12\x33\n\x03run\x18\x01 \x01(\x0b\x32&.tunewright.evaluator.v1.EvaluationRun\"J\n StreamEvaluationRunEventsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"R\n!StreamEvaluationRunEventsResponse\x12-\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1e.tunewright.common.v1.JobEvent\"\x14\n\x12ListMetricsRequest\"h\n\nMetricInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x18\n\x10higher_is_better\x18\x03 \x01(\x08\x12\x0e\n\x06plugin\x18\x04 \x01(\t\x12\r\n\x05needs\x18\x05 \x01(\t\"K\n\x13ListMetricsResponse\x12\x34\n\x07metrics\x18\x01 \x03(\x0b\x32#.tunewright.evaluator.v1.MetricInfo2\x91\x06\n\x10\x45valuatorService\x12\x80\x01\n\x13SubmitEvaluationRun\x12\x33.tunewright.evaluator.v1.SubmitEvaluationRunRequest\x1a\x34.tunewright.evaluator.v1.SubmitEvaluationRunResponse\x12w\n\x10GetEvaluationRun\x12\x30.tunewright.evaluator.v1.GetEvaluationRunRequest\x1a\x31.tunewright.evaluator.v1.GetEvaluationRunResponse\x12}\n\x12ListEvaluationRuns\x12\x32.tunewright.evaluator.v1.ListEvaluationRunsRequest\x1a\x33.tunewright.evaluator.v1.ListEvaluationRunsResponse\x12\x80\x01\n\x13\x43\x61ncelEvaluationRun\x12\x33.tunewright.evaluator.v1.CancelEvaluationRunRequest\x1a\x34.tunewright.evaluator.v1.CancelEvaluationRunResponse\x12\x94\x01\n\x19StreamEvaluationRunEvents\x12\x39.tunewright.evaluator.v1.StreamEvaluationRunEventsRequest\x1a:.tunewright.evaluator.v1.StreamEvaluationRunEventsResponse0\x01\x12h\n\x0bListMetrics\x12+.tunewright.evaluator.v1.ListMetricsRequest\x1a,.tunewright.evaluator.v1.ListMetricsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tunewright.evaluator.v1.evaluator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_COMPARISON_DETAILSENTRY']._loaded_options = None
+  _globals['_COMPARISON_DETAILSENTRY']._serialized_options = b'8\001'
   _globals['_EVALUATEDMODEL']._serialized_start=136
   _globals['_EVALUATEDMODEL']._serialized_end=240
   _globals['_GATERULE']._serialized_start=242
@@ -44,37 +46,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELMETRICS']._serialized_start=966
   _globals['_MODELMETRICS']._serialized_end=1072
   _globals['_COMPARISON']._serialized_start=1075
-  _globals['_COMPARISON']._serialized_end=1244
-  _globals['_GATEVERDICT']._serialized_start=1246
-  _globals['_GATEVERDICT']._serialized_end=1292
-  _globals['_EVALUATIONRUN']._serialized_start=1295
-  _globals['_EVALUATIONRUN']._serialized_end=1982
-  _globals['_SUBMITEVALUATIONRUNREQUEST']._serialized_start=1984
-  _globals['_SUBMITEVALUATIONRUNREQUEST']._serialized_end=2087
-  _globals['_SUBMITEVALUATIONRUNRESPONSE']._serialized_start=2089
-  _globals['_SUBMITEVALUATIONRUNRESPONSE']._serialized_end=2171
-  _globals['_GETEVALUATIONRUNREQUEST']._serialized_start=2173
-  _globals['_GETEVALUATIONRUNREQUEST']._serialized_end=2214
-  _globals['_GETEVALUATIONRUNRESPONSE']._serialized_start=2216
-  _globals['_GETEVALUATIONRUNRESPONSE']._serialized_end=2295
-  _globals['_LISTEVALUATIONRUNSREQUEST']._serialized_start=2298
-  _globals['_LISTEVALUATIONRUNSREQUEST']._serialized_end=2429
-  _globals['_LISTEVALUATIONRUNSRESPONSE']._serialized_start=2432
-  _globals['_LISTEVALUATIONRUNSRESPONSE']._serialized_end=2564
-  _globals['_CANCELEVALUATIONRUNREQUEST']._serialized_start=2566
-  _globals['_CANCELEVALUATIONRUNREQUEST']._serialized_end=2626
-  _globals['_CANCELEVALUATIONRUNRESPONSE']._serialized_start=2628
-  _globals['_CANCELEVALUATIONRUNRESPONSE']._serialized_end=2710
-  _globals['_STREAMEVALUATIONRUNEVENTSREQUEST']._serialized_start=2712
-  _globals['_STREAMEVALUATIONRUNEVENTSREQUEST']._serialized_end=2786
-  _globals['_STREAMEVALUATIONRUNEVENTSRESPONSE']._serialized_start=2788
-  _globals['_STREAMEVALUATIONRUNEVENTSRESPONSE']._serialized_end=2870
-  _globals['_LISTMETRICSREQUEST']._serialized_start=2872
-  _globals['_LISTMETRICSREQUEST']._serialized_end=2892
-  _globals['_METRICINFO']._serialized_start=2894
-  _globals['_METRICINFO']._serialized_end=2983
-  _globals['_LISTMETRICSRESPONSE']._serialized_start=2985
-  _globals['_LISTMETRICSRESPONSE']._serialized_end=3060
-  _globals['_EVALUATORSERVICE']._serialized_start=3063
-  _globals['_EVALUATORSERVICE']._serialized_end=3848
+  _globals['_COMPARISON']._serialized_end=1359
+  _globals['_COMPARISON_DETAILSENTRY']._serialized_start=1313
+  _globals['_COMPARISON_DETAILSENTRY']._serialized_end=1359
+  _globals['_GATEVERDICT']._serialized_start=1361
+  _globals['_GATEVERDICT']._serialized_end=1407
+  _globals['_EVALUATIONRUN']._serialized_start=1410
+  _globals['_EVALUATIONRUN']._serialized_end=2097
+  _globals['_SUBMITEVALUATIONRUNREQUEST']._serialized_start=2099
+  _globals['_SUBMITEVALUATIONRUNREQUEST']._serialized_end=2202
+  _globals['_SUBMITEVALUATIONRUNRESPONSE']._serialized_start=2204
+  _globals['_SUBMITEVALUATIONRUNRESPONSE']._serialized_end=2286
+  _globals['_GETEVALUATIONRUNREQUEST']._serialized_start=2288
+  _globals['_GETEVALUATIONRUNREQUEST']._serialized_end=2329
+  _globals['_GETEVALUATIONRUNRESPONSE']._serialized_start=2331
+  _globals['_GETEVALUATIONRUNRESPONSE']._serialized_end=2410
+  _globals['_LISTEVALUATIONRUNSREQUEST']._serialized_start=2413
+  _globals['_LISTEVALUATIONRUNSREQUEST']._serialized_end=2544
+  _globals['_LISTEVALUATIONRUNSRESPONSE']._serialized_start=2547
+  _globals['_LISTEVALUATIONRUNSRESPONSE']._serialized_end=2679
+  _globals['_CANCELEVALUATIONRUNREQUEST']._serialized_start=2681
+  _globals['_CANCELEVALUATIONRUNREQUEST']._serialized_end=2741
+  _globals['_CANCELEVALUATIONRUNRESPONSE']._serialized_start=2743
+  _globals['_CANCELEVALUATIONRUNRESPONSE']._serialized_end=2825
+  _globals['_STREAMEVALUATIONRUNEVENTSREQUEST']._serialized_start=2827
+  _globals['_STREAMEVALUATIONRUNEVENTSREQUEST']._serialized_end=2901
+  _globals['_STREAMEVALUATIONRUNEVENTSRESPONSE']._serialized_start=2903
+  _globals['_STREAMEVALUATIONRUNEVENTSRESPONSE']._serialized_end=2985
+  _globals['_LISTMETRICSREQUEST']._serialized_start=2987
+  _globals['_LISTMETRICSREQUEST']._serialized_end=3007
+  _globals['_METRICINFO']._serialized_start=3009
+  _globals['_METRICINFO']._serialized_end=3113
+  _globals['_LISTMETRICSRESPONSE']._serialized_start=3115
+  _globals['_LISTMETRICSRESPONSE']._serialized_end=3190
+  _globals['_EVALUATORSERVICE']._serialized_start=3193
+  _globals['_EVALUATORSERVICE']._serialized_end=3978
 # @@protoc_insertion_point(module_scope)

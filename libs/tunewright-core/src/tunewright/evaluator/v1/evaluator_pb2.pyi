@@ -146,7 +146,10 @@ class EvaluationSpec(_message.Message):
     def gate(self) -> Global___GatePolicy: ...
     @_builtins.property
     def judge(self) -> _common_pb2.PluginRef:
-        """judge for pairwise win rate: a model version or an OpenAI-compatible endpoint"""
+        """judge for judge_win_rate: a generator plugin by name; params go to its factory, except
+        model_version_id / model / version / alias (a registered model version the generator runs,
+        e.g. for `local`) and max_new_tokens (the judge's answer budget, default 64)
+        """
 
     def __init__(
         self,
@@ -202,6 +205,26 @@ Global___ModelMetrics: _TypeAlias = ModelMetrics  # noqa: Y015
 class Comparison(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class DetailsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     METRIC_FIELD_NUMBER: _builtins.int
     BASELINE_FIELD_NUMBER: _builtins.int
     CANDIDATE_VALUE_FIELD_NUMBER: _builtins.int
@@ -210,6 +233,7 @@ class Comparison(_message.Message):
     CI_LOW_FIELD_NUMBER: _builtins.int
     CI_HIGH_FIELD_NUMBER: _builtins.int
     HIGHER_IS_BETTER_FIELD_NUMBER: _builtins.int
+    DETAILS_FIELD_NUMBER: _builtins.int
     metric: _builtins.str
     baseline: _builtins.str
     candidate_value: _builtins.float
@@ -219,6 +243,12 @@ class Comparison(_message.Message):
     """paired bootstrap 95% CI of the delta"""
     ci_high: _builtins.float
     higher_is_better: _builtins.bool
+    @_builtins.property
+    def details(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """counts behind the number, e.g. for judge_win_rate: wins, ties, losses,
+        position_disagreements, unparseable
+        """
+
     def __init__(
         self,
         *,
@@ -230,10 +260,11 @@ class Comparison(_message.Message):
         ci_low: _builtins.float = ...,
         ci_high: _builtins.float = ...,
         higher_is_better: _builtins.bool = ...,
+        details: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "baseline_value", b"baseline_value", "candidate_value", b"candidate_value", "ci_high", b"ci_high", "ci_low", b"ci_low", "delta", b"delta", "higher_is_better", b"higher_is_better", "metric", b"metric"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "baseline_value", b"baseline_value", "candidate_value", b"candidate_value", "ci_high", b"ci_high", "ci_low", b"ci_low", "delta", b"delta", "details", b"details", "higher_is_better", b"higher_is_better", "metric", b"metric"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -575,10 +606,15 @@ class MetricInfo(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     HIGHER_IS_BETTER_FIELD_NUMBER: _builtins.int
     PLUGIN_FIELD_NUMBER: _builtins.int
+    NEEDS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     description: _builtins.str
     higher_is_better: _builtins.bool
     plugin: _builtins.str
+    needs: _builtins.str
+    """what the metric is computed from: outputs (texts vs references), model (log-probabilities,
+    reward scores, raw generations) or judge (a judge model compares two models' outputs)
+    """
     def __init__(
         self,
         *,
@@ -586,10 +622,11 @@ class MetricInfo(_message.Message):
         description: _builtins.str = ...,
         higher_is_better: _builtins.bool = ...,
         plugin: _builtins.str = ...,
+        needs: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "higher_is_better", b"higher_is_better", "name", b"name", "plugin", b"plugin"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "higher_is_better", b"higher_is_better", "name", b"name", "needs", b"needs", "plugin", b"plugin"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

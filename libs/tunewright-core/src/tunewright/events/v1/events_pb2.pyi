@@ -13,6 +13,7 @@ from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from tunewright.common.v1 import common_pb2 as _common_pb2
 from tunewright.evaluator.v1 import evaluator_pb2 as _evaluator_pb2
 from tunewright.ingest.v1 import ingest_pb2 as _ingest_pb2
+from tunewright.monitor.v1 import monitor_pb2 as _monitor_pb2
 from tunewright.registry.v1 import registry_pb2 as _registry_pb2
 from tunewright.synth.v1 import synth_pb2 as _synth_pb2
 from tunewright.trainer.v1 import trainer_pb2 as _trainer_pb2
@@ -239,14 +240,22 @@ class SynthDatasetGenerated(_message.Message):
     JOB_ID_FIELD_NUMBER: _builtins.int
     DATASET_VERSION_FIELD_NUMBER: _builtins.int
     COUNTS_FIELD_NUMBER: _builtins.int
+    INGEST_JOB_ID_FIELD_NUMBER: _builtins.int
+    REPORT_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
+    ingest_job_id: _builtins.str
+    """the ingest job that curated seed + synthetic rows into dataset_version"""
     @_builtins.property
     def meta(self) -> _common_pb2.EventMeta: ...
     @_builtins.property
     def dataset_version(self) -> _registry_pb2.DatasetVersion: ...
     @_builtins.property
     def counts(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
-        """generated, kept, filtered_<filter>, ..."""
+        """generated, accepted, filtered_<reason>, seed_rows, ... (generated = accepted + filtered_*)"""
+
+    @_builtins.property
+    def report(self) -> _common_pb2.ArtifactRef:
+        """the synth report: per-candidate decisions by index and reason, never text"""
 
     def __init__(
         self,
@@ -255,10 +264,12 @@ class SynthDatasetGenerated(_message.Message):
         job_id: _builtins.str = ...,
         dataset_version: _registry_pb2.DatasetVersion | None = ...,
         counts: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        ingest_job_id: _builtins.str = ...,
+        report: _common_pb2.ArtifactRef | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["dataset_version", b"dataset_version", "meta", b"meta"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dataset_version", b"dataset_version", "meta", b"meta", "report", b"report"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "dataset_version", b"dataset_version", "job_id", b"job_id", "meta", b"meta"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "dataset_version", b"dataset_version", "ingest_job_id", b"ingest_job_id", "job_id", b"job_id", "meta", b"meta", "report", b"report"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1355,6 +1366,10 @@ class MonitorDriftDetected(_message.Message):
     ACTION_FIELD_NUMBER: _builtins.int
     WINDOW_START_FIELD_NUMBER: _builtins.int
     WINDOW_END_FIELD_NUMBER: _builtins.int
+    WINDOW_ID_FIELD_NUMBER: _builtins.int
+    DATASET_VERSION_ID_FIELD_NUMBER: _builtins.int
+    PIPELINE_RUN_ID_FIELD_NUMBER: _builtins.int
+    RESULTS_FIELD_NUMBER: _builtins.int
     detection_id: _builtins.str
     model_version_id: _builtins.str
     detector: _builtins.str
@@ -1365,6 +1380,13 @@ class MonitorDriftDetected(_message.Message):
     summary: _builtins.str
     action: _builtins.str
     """alert, retrain"""
+    window_id: _builtins.str
+    """the window of traffic that was tested, and its scrubbed dataset version"""
+    dataset_version_id: _builtins.str
+    pipeline_run_id: _builtins.str
+    """the retraining pipeline run requested for it (action retrain); its trigger_event_id is
+    detection_id
+    """
     @_builtins.property
     def meta(self) -> _common_pb2.EventMeta: ...
     @_builtins.property
@@ -1373,6 +1395,10 @@ class MonitorDriftDetected(_message.Message):
     def window_start(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def window_end(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[_monitor_pb2.DetectorResult]:
+        """every detector's result on the window; fields 4-9 repeat the strongest (lowest p-value)"""
+
     def __init__(
         self,
         *,
@@ -1388,10 +1414,14 @@ class MonitorDriftDetected(_message.Message):
         action: _builtins.str = ...,
         window_start: _timestamp_pb2.Timestamp | None = ...,
         window_end: _timestamp_pb2.Timestamp | None = ...,
+        window_id: _builtins.str = ...,
+        dataset_version_id: _builtins.str = ...,
+        pipeline_run_id: _builtins.str = ...,
+        results: _abc.Iterable[_monitor_pb2.DetectorResult] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["evidence", b"evidence", "meta", b"meta", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "detection_id", b"detection_id", "detector", b"detector", "evidence", b"evidence", "meta", b"meta", "model_version_id", b"model_version_id", "p_value", b"p_value", "statistic", b"statistic", "summary", b"summary", "threshold", b"threshold", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "dataset_version_id", b"dataset_version_id", "detection_id", b"detection_id", "detector", b"detector", "evidence", b"evidence", "meta", b"meta", "model_version_id", b"model_version_id", "p_value", b"p_value", "pipeline_run_id", b"pipeline_run_id", "results", b"results", "statistic", b"statistic", "summary", b"summary", "threshold", b"threshold", "window_end", b"window_end", "window_id", b"window_id", "window_start", b"window_start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -10,6 +10,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from tunewright.common.v1 import common_pb2 as _common_pb2
+from tunewright.registry.v1 import registry_pb2 as _registry_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -503,6 +504,7 @@ class IngestSpec(_message.Message):
     PARENT_VERSION_IDS_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     LABEL_NOISE_FIELD_NUMBER: _builtins.int
+    ORIGIN_FIELD_NUMBER: _builtins.int
     workspace: _builtins.str
     dataset: _builtins.str
     """name of the dataset this job adds a version to"""
@@ -511,6 +513,10 @@ class IngestSpec(_message.Message):
     kind: _common_pb2.DatasetKind.ValueType
     max_chars: _builtins.int
     """rows longer than this (in characters) are quarantined; 0 = no limit"""
+    origin: _registry_pb2.DatasetSource.ValueType
+    """where the rows come from, recorded on the dataset version (unspecified = an upload);
+    synth sets SYNTHETIC, the monitor TRAFFIC
+    """
     @_builtins.property
     def source(self) -> _common_pb2.ArtifactRef: ...
     @_builtins.property
@@ -553,10 +559,11 @@ class IngestSpec(_message.Message):
         parent_version_ids: _abc.Iterable[_builtins.str] | None = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         label_noise: Global___LabelNoisePolicy | None = ...,
+        origin: _registry_pb2.DatasetSource.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["dedup", b"dedup", "label_noise", b"label_noise", "pii", b"pii", "source", b"source", "split", b"split"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "dedup", b"dedup", "file_format", b"file_format", "filters", b"filters", "kind", b"kind", "label_noise", b"label_noise", "labels", b"labels", "max_chars", b"max_chars", "parent_version_ids", b"parent_version_ids", "pii", b"pii", "record_format", b"record_format", "source", b"source", "split", b"split", "terminology", b"terminology", "workspace", b"workspace"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "dedup", b"dedup", "file_format", b"file_format", "filters", b"filters", "kind", b"kind", "label_noise", b"label_noise", "labels", b"labels", "max_chars", b"max_chars", "origin", b"origin", "parent_version_ids", b"parent_version_ids", "pii", b"pii", "record_format", b"record_format", "source", b"source", "split", b"split", "terminology", b"terminology", "workspace", b"workspace"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -682,7 +682,7 @@ class StageState(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     kind: _builtins.str
-    """ingest, synth, sft, feedback, dpo, eval, promote, ..."""
+    """ingest, synth, candidates, feedback, train, evaluate, approve, promote"""
     status: _common_pb2.JobStatus.ValueType
     job_id: _builtins.str
     """job / run id in the owning service"""
@@ -1936,3 +1936,57 @@ class StreamPipelineRunEventsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StreamPipelineRunEventsResponse: _TypeAlias = StreamPipelineRunEventsResponse  # noqa: Y015
+
+@_typing.final
+class ApprovePipelineStageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    STAGE_FIELD_NUMBER: _builtins.int
+    APPROVED_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    stage: _builtins.str
+    """name of the waiting `approve` stage"""
+    approved: _builtins.bool
+    """false rejects: the stage and the run fail with reason APPROVAL_REJECTED"""
+    actor: _builtins.str
+    """who decided (required; recorded in the audit log and the stage's outputs)"""
+    comment: _builtins.str
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        stage: _builtins.str = ...,
+        approved: _builtins.bool = ...,
+        actor: _builtins.str = ...,
+        comment: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "approved", b"approved", "comment", b"comment", "run_id", b"run_id", "stage", b"stage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApprovePipelineStageRequest: _TypeAlias = ApprovePipelineStageRequest  # noqa: Y015
+
+@_typing.final
+class ApprovePipelineStageResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def run(self) -> Global___PipelineRun: ...
+    def __init__(
+        self,
+        *,
+        run: Global___PipelineRun | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApprovePipelineStageResponse: _TypeAlias = ApprovePipelineStageResponse  # noqa: Y015

@@ -156,6 +156,11 @@ class RegistryServiceStub:
                 request_serializer=tunewright_dot_registry_dot_v1_dot_registry__pb2.StreamPipelineRunEventsRequest.SerializeToString,
                 response_deserializer=tunewright_dot_registry_dot_v1_dot_registry__pb2.StreamPipelineRunEventsResponse.FromString,
                 _registered_method=True)
+        self.ApprovePipelineStage = channel.unary_unary(
+                '/tunewright.registry.v1.RegistryService/ApprovePipelineStage',
+                request_serializer=tunewright_dot_registry_dot_v1_dot_registry__pb2.ApprovePipelineStageRequest.SerializeToString,
+                response_deserializer=tunewright_dot_registry_dot_v1_dot_registry__pb2.ApprovePipelineStageResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -312,6 +317,13 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ApprovePipelineStage(self, request, context):
+        """Decides a pipeline's `approve` stage (a human gate, e.g. before promotion); audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -434,6 +446,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.StreamPipelineRunEvents,
                     request_deserializer=tunewright_dot_registry_dot_v1_dot_registry__pb2.StreamPipelineRunEventsRequest.FromString,
                     response_serializer=tunewright_dot_registry_dot_v1_dot_registry__pb2.StreamPipelineRunEventsResponse.SerializeToString,
+            ),
+            'ApprovePipelineStage': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApprovePipelineStage,
+                    request_deserializer=tunewright_dot_registry_dot_v1_dot_registry__pb2.ApprovePipelineStageRequest.FromString,
+                    response_serializer=tunewright_dot_registry_dot_v1_dot_registry__pb2.ApprovePipelineStageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1086,6 +1103,33 @@ class RegistryService:
             '/tunewright.registry.v1.RegistryService/StreamPipelineRunEvents',
             tunewright_dot_registry_dot_v1_dot_registry__pb2.StreamPipelineRunEventsRequest.SerializeToString,
             tunewright_dot_registry_dot_v1_dot_registry__pb2.StreamPipelineRunEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApprovePipelineStage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tunewright.registry.v1.RegistryService/ApprovePipelineStage',
+            tunewright_dot_registry_dot_v1_dot_registry__pb2.ApprovePipelineStageRequest.SerializeToString,
+            tunewright_dot_registry_dot_v1_dot_registry__pb2.ApprovePipelineStageResponse.FromString,
             options,
             channel_credentials,
             insecure,

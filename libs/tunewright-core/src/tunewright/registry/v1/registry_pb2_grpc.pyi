@@ -65,6 +65,8 @@ class RegistryServiceStub:
     ListPipelineRuns: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListPipelineRunsRequest, _registry_pb2.ListPipelineRunsResponse]
     CancelPipelineRun: _grpc.UnaryUnaryMultiCallable[_registry_pb2.CancelPipelineRunRequest, _registry_pb2.CancelPipelineRunResponse]
     StreamPipelineRunEvents: _grpc.UnaryStreamMultiCallable[_registry_pb2.StreamPipelineRunEventsRequest, _registry_pb2.StreamPipelineRunEventsResponse]
+    ApprovePipelineStage: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ApprovePipelineStageRequest, _registry_pb2.ApprovePipelineStageResponse]
+    """Decides a pipeline's `approve` stage (a human gate, e.g. before promotion); audited."""
 
 @_typing.type_check_only
 class RegistryServiceAsyncStub(RegistryServiceStub):
@@ -103,6 +105,8 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     ListPipelineRuns: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListPipelineRunsRequest, _registry_pb2.ListPipelineRunsResponse]  # type: ignore[assignment]
     CancelPipelineRun: _aio.UnaryUnaryMultiCallable[_registry_pb2.CancelPipelineRunRequest, _registry_pb2.CancelPipelineRunResponse]  # type: ignore[assignment]
     StreamPipelineRunEvents: _aio.UnaryStreamMultiCallable[_registry_pb2.StreamPipelineRunEventsRequest, _registry_pb2.StreamPipelineRunEventsResponse]  # type: ignore[assignment]
+    ApprovePipelineStage: _aio.UnaryUnaryMultiCallable[_registry_pb2.ApprovePipelineStageRequest, _registry_pb2.ApprovePipelineStageResponse]  # type: ignore[assignment]
+    """Decides a pipeline's `approve` stage (a human gate, e.g. before promotion); audited."""
 
 class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     """Registry: the source of truth. Datasets and their immutable versions, training runs, model
@@ -282,5 +286,13 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.StreamPipelineRunEventsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_registry_pb2.StreamPipelineRunEventsResponse], _abc.AsyncIterator[_registry_pb2.StreamPipelineRunEventsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ApprovePipelineStage(
+        self,
+        request: _registry_pb2.ApprovePipelineStageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ApprovePipelineStageResponse, _abc.Awaitable[_registry_pb2.ApprovePipelineStageResponse]]:
+        """Decides a pipeline's `approve` stage (a human gate, e.g. before promotion); audited."""
 
 def add_RegistryServiceServicer_to_server(servicer: RegistryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -36,12 +36,22 @@ class SyntheticExamplesTask(_message.Message):
     HUMAN_REVIEW_FIELD_NUMBER: _builtins.int
     OUTPUT_DATASET_FIELD_NUMBER: _builtins.int
     GENERATION_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_FIELD_NUMBER: _builtins.int
+    SEEDS_PER_PROMPT_FIELD_NUMBER: _builtins.int
+    THIN_FRACTION_FIELD_NUMBER: _builtins.int
     num_examples: _builtins.int
     max_synthetic_share: _builtins.float
     """synthetic rows may be at most this share of the output dataset"""
     human_review: _builtins.bool
-    """route accepted rows through human review before they count"""
+    """route accepted rows through human review before they count (not supported yet: refused)"""
     output_dataset: _builtins.str
+    """dataset the new version is added to (empty = the seed dataset's)"""
+    category_field: _builtins.str
+    """column that holds the category (empty = "category")"""
+    seeds_per_prompt: _builtins.int
+    """seed examples shown in each generation prompt (0 = 4)"""
+    thin_fraction: _builtins.float
+    """a category is thin below this fraction of the largest one (0 = 0.5)"""
     @_builtins.property
     def seed_dataset(self) -> _common_pb2.DatasetVersionRef: ...
     @_builtins.property
@@ -58,7 +68,10 @@ class SyntheticExamplesTask(_message.Message):
 
     @_builtins.property
     def filters(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.PluginRef]:
-        """filter plugins (near-dup, length, judge score, ...)"""
+        """filters by name, applied in this order (empty = minhash, embedding, length, quality):
+        minhash {threshold}, embedding {threshold}, length {min_chars, max_chars},
+        quality {min_distinct_ratio, min_alpha_ratio}, judge {min_score, max_new_tokens}
+        """
 
     @_builtins.property
     def generation(self) -> _common_pb2.GenerationConfig: ...
@@ -75,10 +88,13 @@ class SyntheticExamplesTask(_message.Message):
         human_review: _builtins.bool = ...,
         output_dataset: _builtins.str = ...,
         generation: _common_pb2.GenerationConfig | None = ...,
+        category_field: _builtins.str = ...,
+        seeds_per_prompt: _builtins.int = ...,
+        thin_fraction: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "generator", b"generator", "model", b"model", "seed_dataset", b"seed_dataset"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filters", b"filters", "generation", b"generation", "generator", b"generator", "human_review", b"human_review", "max_synthetic_share", b"max_synthetic_share", "model", b"model", "num_examples", b"num_examples", "output_dataset", b"output_dataset", "seed_dataset", b"seed_dataset", "target_categories", b"target_categories"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_field", b"category_field", "filters", b"filters", "generation", b"generation", "generator", b"generator", "human_review", b"human_review", "max_synthetic_share", b"max_synthetic_share", "model", b"model", "num_examples", b"num_examples", "output_dataset", b"output_dataset", "seed_dataset", b"seed_dataset", "seeds_per_prompt", b"seeds_per_prompt", "target_categories", b"target_categories", "thin_fraction", b"thin_fraction"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -142,13 +158,21 @@ class FeedbackCollectionTask(_message.Message):
     OUTPUT_DATASET_FIELD_NUMBER: _builtins.int
     MIN_RECORDS_FIELD_NUMBER: _builtins.int
     WAIT_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    POLL_INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
     feedback_dataset: _builtins.str
     min_annotators: _builtins.int
     """records need at least this many submitted responses"""
     output_dataset: _builtins.str
     min_records: _builtins.int
-    """wait for at least this many ranked records (0 = take what is there)"""
+    """wait for at least this many ranked records (0 = at least one when waiting, else take
+    what is there)
+    """
     wait_timeout_seconds: _builtins.int
+    """poll the backend this long for enough rankings before failing (0 = do not wait); a
+    simulated backend never waits
+    """
+    poll_interval_seconds: _builtins.int
+    """seconds between polls while waiting (0 = 5)"""
     @_builtins.property
     def feedback_backend(self) -> _common_pb2.PluginRef: ...
     def __init__(
@@ -160,10 +184,11 @@ class FeedbackCollectionTask(_message.Message):
         output_dataset: _builtins.str = ...,
         min_records: _builtins.int = ...,
         wait_timeout_seconds: _builtins.int = ...,
+        poll_interval_seconds: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["feedback_backend", b"feedback_backend"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["feedback_backend", b"feedback_backend", "feedback_dataset", b"feedback_dataset", "min_annotators", b"min_annotators", "min_records", b"min_records", "output_dataset", b"output_dataset", "wait_timeout_seconds", b"wait_timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["feedback_backend", b"feedback_backend", "feedback_dataset", b"feedback_dataset", "min_annotators", b"min_annotators", "min_records", b"min_records", "output_dataset", b"output_dataset", "poll_interval_seconds", b"poll_interval_seconds", "wait_timeout_seconds", b"wait_timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -239,11 +264,17 @@ class SynthJob(_message.Message):
     DATASET_VERSION_ID_FIELD_NUMBER: _builtins.int
     COUNTS_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    INGEST_JOB_ID_FIELD_NUMBER: _builtins.int
+    REPORT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     workspace: _builtins.str
     status: _common_pb2.JobStatus.ValueType
     dataset_version_id: _builtins.str
     """set when a dataset version was produced"""
+    ingest_job_id: _builtins.str
+    """synthetic examples: the ingest job that curated the output, and the synth report
+    (per-candidate decisions by index and reason, never text)
+    """
     @_builtins.property
     def spec(self) -> Global___SynthJobSpec: ...
     @_builtins.property
@@ -258,6 +289,8 @@ class SynthJob(_message.Message):
 
     @_builtins.property
     def error(self) -> _common_pb2.ErrorDetail: ...
+    @_builtins.property
+    def report(self) -> _common_pb2.ArtifactRef: ...
     def __init__(
         self,
         *,
@@ -271,10 +304,12 @@ class SynthJob(_message.Message):
         dataset_version_id: _builtins.str = ...,
         counts: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         error: _common_pb2.ErrorDetail | None = ...,
+        ingest_job_id: _builtins.str = ...,
+        report: _common_pb2.ArtifactRef | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "spec", b"spec"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "report", b"report", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "created_at", b"created_at", "dataset_version_id", b"dataset_version_id", "error", b"error", "finished_at", b"finished_at", "history", b"history", "id", b"id", "spec", b"spec", "status", b"status", "workspace", b"workspace"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "created_at", b"created_at", "dataset_version_id", b"dataset_version_id", "error", b"error", "finished_at", b"finished_at", "history", b"history", "id", b"id", "ingest_job_id", b"ingest_job_id", "report", b"report", "spec", b"spec", "status", b"status", "workspace", b"workspace"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,43 @@
+"""The argilla backend without a server: registration, settings, ranking parsing. Publishing,
+collecting and the web UI against a real Argilla server: tests/e2e/test_argilla.py."""
+
+from __future__ import annotations
+
+import pytest
+from tunewright_argilla import ArgillaFeedback, _ranking
+
+from tunewright.core.plugins import PluginManager
+
+
+def test_registered_as_a_feedback_backend_that_is_not_simulated() -> None:
+    entry = PluginManager().load().feedback_backends.get("argilla")
+    backend = entry.factory(api_url="http://127.0.0.1:1/", api_key="k" * 8)
+    assert isinstance(backend, ArgillaFeedback) and backend.simulated is False
+    assert backend.api_url == "http://127.0.0.1:1" and backend.workspace == "tunewright"
+
+
+def test_url_and_key_come_from_params_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ARGILLA_API_URL", raising=False)
+    monkeypatch.delenv("ARGILLA_API_KEY", raising=False)
+    with pytest.raises(ValueError, match="api_url and api_key"):
+        ArgillaFeedback()
+    monkeypatch.setenv("ARGILLA_API_URL", "http://argilla:6900")
+    monkeypatch.setenv("ARGILLA_API_KEY", "owner.key")
+    assert ArgillaFeedback(workspace="team").api_url == "http://argilla:6900"
+    with pytest.raises(ValueError, match="unknown argilla backend params: colour"):
+        ArgillaFeedback(colour="red")
+
+
+def test_rankings_follow_rank_numbers_not_list_order() -> None:
+    # what Argilla's UI stores: options in question order, each with its rank
+    stored = [
+        {"value": "response_0", "rank": 2},
+        {"value": "response_1", "rank": 3},
+        {"value": "response_2", "rank": 1},
+    ]
+    assert _ranking(stored) == [2, 0, 1]
+    assert _ranking([{"value": "response_1"}, {"value": "response_0"}]) == [1, 0]
+    assert _ranking(["response_1", "response_0"]) == [1, 0]
+    assert _ranking([{"value": "response_0", "rank": 1}]) is None  # nothing to compare
+    assert _ranking([{"value": "other", "rank": 1}, {"value": "response_0", "rank": 2}]) is None
+    assert _ranking(None) is None

@@ -1,0 +1,256 @@
+"""The ``openai-compatible`` generator: chat completions from an HTTP endpoint.
+
+Any server that implements OpenAI's ``POST {base_url}/chat/completions`` works: vLLM, Ollama
+(``http://host:11434/v1``), llama.cpp's server, TGI's Messages API, OpenAI itself. It follows
+the generator contract of the synth service and the evaluator (see docs/plugins.md,
+"Generators"): ``generate(prompts=..., ...) -> list[list[str]]``, one list of
+``num_return_sequences`` answers per prompt, in order. ``base``, ``weights`` and
+``tokenizer`` describe a local model and are ignored: the endpoint serves its own ``model``.
+
+Requests run ``concurrency`` at a time (default: the call's ``batch_size``). Status 429 and
+5xx, timeouts and connection errors are retried with exponential backoff (``Retry-After``
+honoured, capped); other 4xx fail at once with the status and the server's error type.
+The API key comes from the ``api_key`` parameter or the environment variable named by
+``api_key_env`` (``OPENAI_API_KEY``); it is sent as a bearer token and never logged,
+repr'd or put in an error. Prompts and answers are never logged either.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tunewright.core.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
+
+log = logging.getLogger(__name__)
+
+Messages = Sequence[Mapping[str, str]]
+
+#: statuses worth another attempt: rate limited, or the server failed
+_RETRYABLE = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+_ALLOWED = (
+    "base_url",
+    "model",
+    "api_key",
+    "api_key_env",
+    "timeout_s",
+    "max_retries",
+    "backoff_s",
+    "max_backoff_s",
+    "concurrency",
+    "extra_body",
+)
+
+
+class OpenAICompatibleGenerator:
+    """``factory(base_url=..., model=..., **options)``; see the module docstring."""
+
+    def __init__(self, **params: Any) -> None:
+        unknown = sorted(set(params) - set(_ALLOWED))
+        if unknown:
+            raise InvalidArgument(
+                f"unknown openai-compatible generator params: {', '.join(unknown)}",
+                field_violations=[
+                    FieldViolation(f"params.{name}", f"allowed: {', '.join(_ALLOWED)}")
+                    for name in unknown
+                ],
+            )
+        missing = [name for name in ("base_url", "model") if not params.get(name)]
+        if missing:
+            raise InvalidArgument(
+                f"openai-compatible generator needs {' and '.join(missing)}",
+                field_violations=[FieldViolation(f"params.{name}", "required") for name in missing],
+            )
+        self.base_url = str(params["base_url"]).rstrip("/")
+        if not self.base_url.startswith(("http://", "https://")):
+            raise InvalidArgument(
+                "base_url must be an http(s) URL, e.g. http://127.0.0.1:8000/v1",
+                field_violations=[FieldViolation("params.base_url", "not an http(s) URL")],
+            )
+        self.model = str(params["model"])
+        self.api_key_env = str(params.get("api_key_env") or "OPENAI_API_KEY")
+        self._api_key = params.get("api_key") or os.environ.get(self.api_key_env) or ""
+        self.timeout_s = float(params.get("timeout_s", 60.0))
+        self.max_retries = int(params.get("max_retries", 4))
+        self.backoff_s = float(params.get("backoff_s", 0.5))
+        self.max_backoff_s = float(params.get("max_backoff_s", 20.0))
+        self.concurrency = int(params["concurrency"]) if params.get("concurrency") else None
+        self.extra_body = dict(params.get("extra_body") or {})
+        if self.timeout_s <= 0 or self.max_retries < 0 or self.backoff_s < 0:
+            raise InvalidArgument(
+                "timeout_s must be > 0, max_retries and backoff_s >= 0",
+                field_violations=[FieldViolation("params", "bad timeout or retry settings")],
+            )
+
+    def __repr__(self) -> str:  # the key stays out of logs and tracebacks
+        return f"OpenAICompatibleGenerator(base_url={self.base_url!r}, model={self.model!r})"
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/chat/completions"
+
+    def generate(
+        self,
+        *,
+        prompts: Sequence[Messages],
+        base: Any = None,
+        weights: Sequence[Path] = (),
+        tokenizer: Path | None = None,
+        max_new_tokens: int = 64,
+        batch_size: int = 8,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        num_return_sequences: int = 1,
+    ) -> list[list[str]]:
+        """``num_return_sequences`` answers per prompt, in prompt order.
+
+        Greedy (temperature 0) unless ``do_sample`` or more than one answer is asked for.
+        ``base``, ``weights`` and ``tokenizer`` are accepted for the contract and ignored.
+        """
+        if num_return_sequences < 1:
+            raise InvalidArgument("num_return_sequences must be >= 1")
+        sampling = do_sample or num_return_sequences > 1
+        options: dict[str, Any] = {
+            "max_tokens": max_new_tokens,
+            "temperature": temperature if sampling else 0.0,
+            "top_p": top_p if sampling else 1.0,
+        }
+        headers = {"Content-Type": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        workers = max(1, self.concurrency or batch_size)
+        with httpx.Client(timeout=self.timeout_s, headers=headers) as client:
+
+            def one(item: tuple[int, Messages]) -> list[str]:
+                index, messages = item
+                answers: list[str] = []
+                # servers that ignore ``n`` (Ollama) return one choice: ask again for the rest
+                for _ in range(num_return_sequences):
+                    if len(answers) >= num_return_sequences:
+                        break
+                    answers += self._complete(
+                        client,
+                        messages,
+                        n=num_return_sequences - len(answers),
+                        seed=seed + index * num_return_sequences + len(answers),
+                        options=options,
+                    )
+                return answers[:num_return_sequences]
+
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                return list(pool.map(one, enumerate(prompts)))
+
+    def _complete(
+        self,
+        client: httpx.Client,
+        messages: Messages,
+        *,
+        n: int,
+        seed: int,
+        options: Mapping[str, Any],
+    ) -> list[str]:
+        body = {
+            **self.extra_body,
+            **options,
+            "model": self.model,
+            "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+            "n": n,
+            "seed": seed,
+        }
+        for attempt in range(self.max_retries + 1):
+            last = attempt == self.max_retries
+            try:
+                response = client.post(self.url, json=body)
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                if last:
+                    raise Unavailable(
+                        f"{self.url} unreachable after {attempt + 1} attempts: "
+                        f"{type(exc).__name__}",
+                        reason="GENERATOR_UNAVAILABLE",
+                    ) from None
+                self._wait(attempt, None, f"{type(exc).__name__}")
+                continue
+            if response.status_code == 200:
+                return _choices(response, self.url)
+            if response.status_code in _RETRYABLE and not last:
+                self._wait(attempt, response.headers.get("retry-after"), response.status_code)
+                continue
+            raise _http_error(response, self.url, self.model, attempts=attempt + 1)
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _wait(self, attempt: int, retry_after: str | None, why: object) -> None:
+        delay = min(self.max_backoff_s, self.backoff_s * 2**attempt)
+        delay *= 0.5 + random.random() / 2  # jitter: clients that failed together spread out
+        if retry_after:
+            try:
+                delay = min(self.max_backoff_s, max(0.0, float(retry_after)))
+            except ValueError:
+                pass  # an HTTP date: keep the computed backoff
+        log.info(
+            "generator request retry url=%s model=%s attempt=%d cause=%s wait_s=%.2f",
+            self.url,
+            self.model,
+            attempt + 1,
+            why,
+            delay,
+        )
+        time.sleep(delay)
+
+
+def _choices(response: httpx.Response, url: str) -> list[str]:
+    try:
+        data = response.json()
+        choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
+        texts = [str(c["message"].get("content") or "").strip() for c in choices]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise FailedPrecondition(
+            f"{url} answered 200 without a chat-completions body (choices[].message.content)",
+            reason="GENERATOR_BAD_RESPONSE",
+        ) from None
+    if not texts:
+        raise FailedPrecondition(f"{url} returned no choices", reason="GENERATOR_BAD_RESPONSE")
+    return texts
+
+
+def _http_error(response: httpx.Response, url: str, model: str, *, attempts: int) -> Exception:
+    """A domain error naming the status and the server's error type (never its message:
+    servers may quote the prompt back)."""
+    kind = ""
+    try:
+        error = response.json().get("error")
+        if isinstance(error, dict):
+            kind = str(error.get("type") or error.get("code") or "")
+    except (ValueError, AttributeError):
+        pass
+    status = response.status_code
+    what = f"{url} (model {model!r}) answered HTTP {status}" + (f" {kind}" if kind else "")
+    if status in _RETRYABLE:
+        return Unavailable(f"{what} after {attempts} attempts", reason="GENERATOR_UNAVAILABLE")
+    if status == 401:
+        return Unauthenticated(
+            f"{what}: set the API key in the environment variable the generator reads",
+            reason="GENERATOR_UNAUTHENTICATED",
+        )
+    if status == 403:
+        return PermissionDenied(what, reason="GENERATOR_FORBIDDEN")
+    if status == 404:
+        return NotFound(f"{what}: wrong base_url or model name", reason="GENERATOR_NOT_FOUND")
+    return InvalidArgument(what, reason="GENERATOR_REJECTED_REQUEST")

@@ -1,0 +1,134 @@
+"""The monitor service on a real NATS server and real gRPC: interactions logged over gRPC are
+held (unacknowledged) until their window closes, then go to ingest as one JSONL upload with
+only allow-listed columns; bad interactions are refused with field violations; a canary
+evaluation is requested on schedule and a failed gate verdict becomes a detection. Ingest
+and the evaluator are not running: their requests are read back from their work queues."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from tunewright.core import subjects
+from tunewright.core.artifacts import ArtifactRef
+from tunewright.core.bus import decode_event, event_meta
+from tunewright.core.service import start_service
+from tunewright.core.settings import load_settings
+from tunewright.evaluator.v1 import evaluator_pb2
+from tunewright.events.v1 import events_pb2
+from tunewright.monitor.server import DEFINITION
+from tunewright.monitor.v1 import monitor_pb2, monitor_pb2_grpc
+
+CANARY = {
+    "candidate": {"role": "production", "model": {"id": "${model}"}},
+    "dataset": {"id": "dv-canary"},
+    "metrics": [{"name": "token_f1"}],
+}
+
+
+async def _last(bus: Any, stream: str, subject: str, timeout_s: float = 20) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            raw = await bus.js.get_last_msg(stream, subject)
+            return decode_event(raw.headers[subjects.HEADER_EVENT_TYPE], raw.data)
+        except Exception:  # not there yet
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"nothing on {subject}")
+
+
+async def test_windows_go_to_ingest_and_a_failed_canary_is_a_detection(
+    nats_url: str, tmp_path: Path
+) -> None:
+    settings = load_settings(
+        DEFINITION.settings_cls,
+        nats={"url": nats_url},
+        grpc={"port": 0},
+        data_dir=tmp_path,
+        monitor={
+            "window": {"size": 50, "max_wait_s": 0.5},
+            "canary": {"enabled": True, "interval_s": 0.3, "spec": CANARY},
+        },
+    )
+    monitor = await start_service(DEFINITION, settings)
+    bus = monitor.context.bus
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{monitor.port}") as channel:
+            stub = monitor_pb2_grpc.MonitorServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.LogInteraction(
+                    monitor_pb2.LogInteractionRequest(
+                        interaction=monitor_pb2.Interaction(
+                            interaction_id="x", feedback=monitor_pb2.Feedback(thumbs=3)
+                        )
+                    )
+                )
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+            items = [
+                monitor_pb2.Interaction(
+                    interaction_id=f"i{i}",
+                    model_version_id="mv-1",
+                    prompt=f"question {i}",
+                    response=f"answer {i}",
+                    attributes={"category": "billing", "crm_note": "call Bob at 555-0100"},
+                    feedback=monitor_pb2.Feedback(thumbs=-1, comment="Bob Smith is angry"),
+                )
+                for i in range(5)
+            ]
+            reply = await stub.LogInteractions(
+                monitor_pb2.LogInteractionsRequest(interactions=items)
+            )
+            assert reply.accepted == 5
+
+            # a partly full window closes on age and becomes one ingest job
+            request = await _last(bus, "TW_INGEST_WORK", subjects.INGEST_DATASET_REQUESTED)
+            assert request.spec.dataset == "traffic-mv-1"
+            assert request.spec.labels["window_id"] == request.job_id
+            data = await monitor.context.artifacts.get_bytes(
+                ArtifactRef.from_uri(request.spec.source.uri)
+            )
+            rows = [json.loads(line) for line in data.decode().splitlines()]
+            assert sorted(r["interaction_id"] for r in rows) == [f"i{i}" for i in range(5)]
+            assert b"Bob" not in data and b"555-0100" not in data  # unscrubbed columns stay out
+            assert rows[0]["category"] == "billing"
+            await asyncio.sleep(0.3)  # the acks follow the close
+            assert (await bus.js.stream_info("TW_TRAFFIC")).state.messages == 0
+
+            # the watched model gets a canary evaluation; its failed gate is a detection
+            canary = await _last(bus, "TW_EVALUATOR_WORK", subjects.EVALUATOR_RUN_REQUESTED)
+            assert canary.spec.candidate.model.id == "mv-1"
+            assert canary.spec.workspace == "default"
+            await bus.publish(
+                subjects.EVALUATOR_RUN_COMPLETED,
+                events_pb2.EvaluatorRunCompleted(
+                    meta=event_meta(producer="test-evaluator", workspace="default"),
+                    run=evaluator_pb2.EvaluationRun(
+                        id=canary.run_id,
+                        workspace="default",
+                        verdict=evaluator_pb2.GateVerdict(
+                            passed=False, reasons=["token_f1 0.41 < 0.50 (min)"]
+                        ),
+                    ),
+                ),
+                key=canary.run_id,
+            )
+            detected = await _last(bus, "TW_FACTS", subjects.MONITOR_DRIFT_DETECTED)
+            assert detected.detector == "canary" and detected.action == "alert"
+            assert detected.model_version_id == "mv-1"
+            assert "token_f1 0.41" in detected.summary
+            listed = (
+                await stub.ListDetections(
+                    monitor_pb2.ListDetectionsRequest(model_version_id="mv-1")
+                )
+            ).detections
+            assert [d.id for d in listed] == [detected.detection_id]
+            assert listed[0].results[0].evidence["evaluation_id"] == canary.run_id
+    finally:
+        await monitor.stop()

@@ -1,0 +1,158 @@
+"""The synth gRPC API over real gRPC (port 0), real NATS and the real SQLite job store:
+validation, idempotent submit, get, list with paging, cancel, event streams, and a job that
+fails with its reason (published as tw.synth.job.failed)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from tunewright.common.v1 import common_pb2
+from tunewright.core import subjects
+from tunewright.core.bus import decode_event
+from tunewright.core.service import start_service
+from tunewright.core.settings import load_settings
+from tunewright.synth.server import DEFINITION
+from tunewright.synth.v1 import synth_pb2, synth_pb2_grpc
+
+#: the same service without its consumer: submitted jobs stay queued
+GRPC_ONLY = dataclasses.replace(DEFINITION, consumers=lambda _ctx: ())
+
+
+def _settings(nats_url: str, tmp_path: Path) -> Any:
+    return load_settings(
+        DEFINITION.settings_cls,
+        nats={"url": nats_url},
+        grpc={"port": 0},
+        data_dir=tmp_path / "data",
+        synth={"registry_address": "127.0.0.1:1"},  # nothing listens: jobs that need it fail
+    )
+
+
+def _spec(**task: Any) -> synth_pb2.SynthJobSpec:
+    return synth_pb2.SynthJobSpec(
+        synthetic_examples=synth_pb2.SyntheticExamplesTask(
+            seed_dataset=common_pb2.DatasetVersionRef(id="dsv-seed"),
+            generator=common_pb2.PluginRef(name="local"),
+            model=common_pb2.ModelVersionRef(id="mv-1"),
+            num_examples=task.pop("num_examples", 5),
+            **task,
+        )
+    )
+
+
+async def test_submit_get_list_cancel_and_stream(nats_url: str, tmp_path: Path) -> None:
+    settings = _settings(nats_url, tmp_path)
+    service = await start_service(GRPC_ONLY, settings)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+            stub = synth_pb2_grpc.SynthServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.SubmitSynthJob(
+                    synth_pb2.SubmitSynthJobRequest(spec=_spec(num_examples=0, human_review=True))
+                )
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.SubmitSynthJob(synth_pb2.SubmitSynthJobRequest())
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.GetSynthJob(synth_pb2.GetSynthJobRequest(job_id="syn-nope"))
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+            jobs = [
+                (
+                    await stub.SubmitSynthJob(
+                        synth_pb2.SubmitSynthJobRequest(spec=_spec(), request_id=f"r{i}")
+                    )
+                ).job
+                for i in range(3)
+            ]
+            assert all(j.status == common_pb2.JOB_STATUS_QUEUED for j in jobs)
+            assert all(j.workspace == "default" for j in jobs)
+            page = await stub.ListSynthJobs(
+                synth_pb2.ListSynthJobsRequest(page=common_pb2.PageRequest(page_size=2))
+            )
+            rest = await stub.ListSynthJobs(
+                synth_pb2.ListSynthJobsRequest(
+                    page=common_pb2.PageRequest(page_size=2, page_token=page.page.next_page_token)
+                )
+            )
+            assert [j.id for j in [*page.jobs, *rest.jobs]] == [j.id for j in jobs]
+            assert rest.page.next_page_token == ""
+
+            cancelled = (
+                await stub.CancelSynthJob(
+                    synth_pb2.CancelSynthJobRequest(job_id=jobs[0].id, reason="changed my mind")
+                )
+            ).job
+            assert cancelled.status == common_pb2.JOB_STATUS_CANCELLED
+            assert cancelled.history[-1].reason == "changed my mind"
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.CancelSynthJob(synth_pb2.CancelSynthJobRequest(job_id=jobs[0].id))
+            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            events = [
+                r.event
+                async for r in stub.StreamSynthJobEvents(
+                    synth_pb2.StreamSynthJobEventsRequest(job_id=jobs[0].id)
+                )
+            ]
+            assert [e.status for e in events] == [common_pb2.JOB_STATUS_CANCELLED]
+            only_queued = await stub.ListSynthJobs(
+                synth_pb2.ListSynthJobsRequest(statuses=[common_pb2.JOB_STATUS_QUEUED])
+            )
+            assert [j.id for j in only_queued.jobs] == [j.id for j in jobs[1:]]
+    finally:
+        await service.stop()
+
+    # the worker starts: the cancelled job is acked unrun, the others fail (no registry)
+    service = await start_service(DEFINITION, settings)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+            stub = synth_pb2_grpc.SynthServiceStub(channel)
+            streamed = [
+                r.event
+                async for r in stub.StreamSynthJobEvents(
+                    synth_pb2.StreamSynthJobEventsRequest(job_id=jobs[2].id)
+                )
+            ]
+            assert [e.status for e in streamed if e.kind == common_pb2.EVENT_KIND_STATUS] == [
+                common_pb2.JOB_STATUS_RUNNING,
+                common_pb2.JOB_STATUS_FAILED,
+            ]
+            for _ in range(50):
+                states = [
+                    (await stub.GetSynthJob(synth_pb2.GetSynthJobRequest(job_id=j.id))).job
+                    for j in jobs
+                ]
+                if all(s.status >= common_pb2.JOB_STATUS_SUCCEEDED for s in states):
+                    break
+                await asyncio.sleep(0.1)
+            assert [s.status for s in states] == [
+                common_pb2.JOB_STATUS_CANCELLED,
+                common_pb2.JOB_STATUS_FAILED,
+                common_pb2.JOB_STATUS_FAILED,
+            ]
+            assert states[1].error.reason == "REGISTRY_UNAVAILABLE"
+            resumed = [
+                r.event
+                async for r in stub.StreamSynthJobEvents(
+                    synth_pb2.StreamSynthJobEventsRequest(job_id=jobs[2].id, after_sequence=1)
+                )
+            ]
+            assert [e.sequence for e in resumed] == [e.sequence for e in streamed[1:]]
+        sub = await service.context.bus.js.subscribe(
+            subjects.SYNTH_JOB_FAILED, ordered_consumer=True
+        )
+        failed = set()
+        for _ in range(2):
+            msg = await sub.next_msg(timeout=5)
+            failed.add(decode_event(msg.headers["Tw-Event-Type"], msg.data).job_id)
+        await sub.unsubscribe()
+        assert failed == {jobs[1].id, jobs[2].id}
+    finally:
+        await service.stop()
