@@ -2,8 +2,10 @@
 
 One process holds everything Argilla needs on a small box:
 
-1. Redis: the URL given (``--redis-url``), or Debian's ``redis-server`` started here on a free
-   loopback port with nothing on disk, stopped when this process ends;
+1. Redis: the URL in ``$ARGILLA_REDIS_URL`` (argilla-server's own variable; preferred: a URL
+   with a password on the command line shows in ``ps``) or ``--redis-url``, else Debian's
+   ``redis-server`` started here on a free loopback port with nothing on disk, stopped when
+   this process ends;
 2. the SQL database (SQLite in ``--home`` unless ``ARGILLA_DATABASE_URL`` says otherwise),
    migrated to head; the users of ``--users`` created once (owner with its API key, annotators),
    all members of ``--workspace``;
@@ -166,7 +168,11 @@ def main() -> int:
     parser.add_argument("--home", type=Path, required=True, help="Argilla's data folder.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=6900)
-    parser.add_argument("--redis-url", help="Use this Redis instead of starting redis-server.")
+    parser.add_argument(
+        "--redis-url",
+        help="Use this Redis instead of starting redis-server (prefer $ARGILLA_REDIS_URL: a "
+        "password on the command line is visible to every local user).",
+    )
     parser.add_argument("--users", type=Path, help="JSON file with the users to create.")
     parser.add_argument("--workspace", default="tunewright", help="Workspace every user joins.")
     args = parser.parse_args()
@@ -175,7 +181,7 @@ def main() -> int:
     home = args.home.resolve()
     home.mkdir(parents=True, exist_ok=True)
     redis_proc = None
-    redis_url = args.redis_url
+    redis_url = os.environ.get("ARGILLA_REDIS_URL") or args.redis_url
     if not redis_url:
         redis_proc, redis_url = start_redis(home / "redis")
     # argilla_server reads its settings from the environment when first imported

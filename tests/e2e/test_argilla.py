@@ -346,7 +346,7 @@ def test_a_ranking_submitted_in_the_argilla_ui_comes_back_as_a_pair(argilla: Arg
 
 
 async def test_collection_waits_reports_progress_and_gives_up_after_its_timeout(
-    argilla: Argilla, tmp_path: Path
+    argilla: Argilla, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Preferences.collect polls Argilla while too few records are ranked, says how many are
     through ``progress``, and fails with NOT_ENOUGH_FEEDBACK when its wait is over."""
@@ -365,7 +365,10 @@ async def test_collection_waits_reports_progress_and_gives_up_after_its_timeout(
         plugins=PluginManager().load(),
         workdir=tmp_path,
     )
-    params = {"api_url": argilla.url, "api_key": argilla.owner_key}
+    # the key comes from the synth process's environment, never from the spec
+    monkeypatch.setenv("ARGILLA_API_URL", argilla.url)
+    monkeypatch.setenv("ARGILLA_API_KEY", argilla.owner_key)
+    params = {"api_url": argilla.url}
     spec = synth_pb2.SynthJobSpec(
         feedback_collection=synth_pb2.FeedbackCollectionTask(
             feedback_backend={"name": "argilla", "params": params},

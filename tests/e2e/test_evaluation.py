@@ -6,13 +6,16 @@
    registry records it, the report (HTML + PNGs + side-by-side samples) is in the artifact
    store. The same candidate against itself fails the gate; its events stream to the end.
 2. Another system asks for an evaluation with a ``tw.evaluator.run.requested`` event, judged by
-   the real ``local`` generator running a registered model version; a queued run and a running
-   run are cancelled.
+   the real ``local`` generator running a registered model version, then by the real
+   ``openai-compatible`` generator calling a local OpenAI-compatible HTTP server; a queued run
+   and a running run are cancelled.
 
-No real LLM judge can run here, so test 1's judge is a test-only generator plugin
+No capable LLM judge can run here, so test 1's judge is a test-only generator plugin
 (``test.overlap-judge``, below): a deterministic stand-in that prefers the answer sharing more
 words with the reference. It is installed as a distribution with an entry point on sys.path,
-so the services' plugin managers load it exactly like a third-party plugin.
+so the services' plugin managers load it exactly like a third-party plugin. The judges of test
+2 are real but tiny (their verdicts are mostly unreadable, and counted as such): they test the
+plumbing.
 """
 
 from __future__ import annotations
@@ -22,8 +25,12 @@ import json
 import os
 import random
 import textwrap
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -383,6 +390,75 @@ async def _next_fact(sub: Any, message_type: Any, run_id: str, limit_s: float = 
     return await asyncio.wait_for(read(), limit_s)
 
 
+@dataclass
+class ChatServer:
+    base_url: str = ""
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+
+@contextmanager
+def _chat_server(tmp_path: Path, model: str) -> Iterator[ChatServer]:
+    """A real OpenAI-compatible ``POST /v1/chat/completions`` server (stdlib HTTP, port 0)
+    answering with greedy generations of an untrained tiny Llama through the ``local``
+    generator; the minimal part of plugins/tunewright-openai/tests/conftest.py's server."""
+    from tunewright_trl.generation import LocalGenerator
+    from tunewright_trl.models import TinyBaseModel
+
+    base = TinyBaseModel("llama-xxs", corpus=["Which answer is better? [[A]] [[B]]"], seed=1)
+    base.tokenizer().save_pretrained(str(tmp_path / "judge-model" / "tokenizer"))
+    generator, lock, state = LocalGenerator(), threading.Lock(), ChatServer()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # quiet test output
+            pass
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            state.requests.append(body)
+            status, reply = 404, {"error": {"type": "model_not_found", "message": "?"}}
+            if self.path == "/v1/chat/completions" and body.get("model") == model:
+                with lock:  # one generation at a time (torch on a shared CPU)
+                    text = generator.generate(
+                        base=base,
+                        weights=[],
+                        tokenizer=tmp_path / "judge-model",
+                        prompts=[body["messages"]],
+                        max_new_tokens=int(body["max_tokens"]),
+                    )[0][0]
+                status, reply = (
+                    200,
+                    {
+                        "id": f"chatcmpl-{len(state.requests)}",
+                        "object": "chat.completion",
+                        "created": int(time.time()),
+                        "model": model,
+                        "choices": [
+                            {
+                                "index": 0,
+                                "message": {"role": "assistant", "content": text},
+                                "finish_reason": "length",
+                            }
+                        ],
+                    },
+                )
+            data = json.dumps(reply).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    state.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 async def test_outside_request_with_a_local_judge_and_cancellation(
     nats_url: str, tmp_path: Path
 ) -> None:
@@ -413,6 +489,40 @@ async def test_outside_request_with_a_local_judge_and_cancellation(
         assert counted == 6, dict(judged.details)
         print(f"\nlocal tiny judge on 6 samples: {dict(judged.details)}")
         assert fact.run.verdict.passed  # rouge_l still decides the gate
+
+        # the judge is an OpenAI-compatible endpoint: its `model` is the name the endpoint
+        # serves (not a registered model), and every judge prompt goes over HTTP
+        with _chat_server(tmp_path, "Qwen/Qwen2.5-72B-Instruct") as server:
+            judge = common_pb2.PluginRef(
+                name="openai-compatible",
+                params=_struct(
+                    {
+                        "base_url": server.base_url,
+                        "model": "Qwen/Qwen2.5-72B-Instruct",
+                        "max_new_tokens": 8,
+                        "max_retries": 0,
+                    }
+                ),
+            )
+            spec = _spec(candidate, base, metrics=("rouge_l", "judge_win_rate"), judge=judge)
+            spec.max_samples = 6
+            await stack.bus.publish(
+                subjects.EVALUATOR_RUN_REQUESTED,
+                events_pb2.EvaluatorRunRequested(
+                    meta=event_meta(producer="another-system"), run_id="eval-outside-2", spec=spec
+                ),
+                key="eval-outside-2",
+            )
+            fact = await _next_fact(completed, events_pb2.EvaluatorRunCompleted, "eval-outside-2")
+        judged = next(c for c in fact.run.comparisons if c.metric == "judge_win_rate")
+        counted = sum(judged.details[k] for k in ("wins", "ties", "losses", "unparseable"))
+        assert counted == 6, dict(judged.details)
+        print(f"openai-compatible tiny judge on 6 samples: {dict(judged.details)}")
+        # both orders of each sample, greedy, with the judge's reply budget
+        assert len(server.requests) == 12
+        assert all(r["max_tokens"] == 8 and r["temperature"] == 0.0 for r in server.requests)
+        prompts = [r["messages"][-1]["content"] for r in server.requests]
+        assert all("[[A]]" in p and "[Reference answer]" in p for p in prompts)
 
         # cancellation: a long run is cancelled while it runs, the one queued behind it
         # (one run at a time per worker) is cancelled before it starts

@@ -4,7 +4,9 @@ their level on pure noise; the plugin registers through the entry point."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -66,8 +68,14 @@ def test_same_distribution_is_quiet_and_a_new_product_is_flagged_with_evidence(g
         "voice_assistant",
         "data_residency",
     }
-    terms = InputDrift(permutations=200).detect(training, shifted, alpha=ALPHA).evidence
-    assert "acmevoice" in [t["term"] for t in terms["terms_grown"]]
+    drift = InputDrift(permutations=200).detect(training, shifted, alpha=ALPHA)
+    # the new product's name was never in training: counted, not named (it could be anything
+    # the scrubber missed); named words all come from the training prompts
+    vocabulary = {w.lower() for r in training for w in re.findall(r"[A-Za-z][\w'-]+", r["prompt"])}
+    named = [t["term"] for t in drift.evidence["terms_grown"]]
+    assert "acmevoice" not in named and "acmevoice" not in drift.summary
+    assert set(named) <= vocabulary
+    assert drift.evidence["unseen_terms_grown"] >= 1
     output = OutputDrift().detect(baseline, shifted, alpha=ALPHA).evidence
     assert output["refusal_rate"]["current"] > 0.15 > output["refusal_rate"]["reference"]
 
@@ -105,3 +113,20 @@ def test_the_minilm_embedder_loads_offline() -> None:
         ["I cannot log in to my account", "login fails with my password", "the invoice is wrong"]
     )
     assert d2[0, 1] < d2[0, 2]  # meaning, not shared words
+
+    bounded = MiniLMEmbedder(cache_size=2)
+    first = bounded.embed(["a", "b", "c"])  # more texts than the cache holds: still all there
+    assert first.shape == (3, 384) and len(bounded._cache) == 2
+    again = bounded.embed(["a", "c"])  # "a" was evicted and is computed again, the same
+    assert np.allclose(again, first[[0, 2]], atol=1e-5)
+    assert set(bounded._cache) == {hashlib.sha1(t.encode()).digest() for t in ("a", "c")}
+
+
+def test_only_label_like_categories_are_named() -> None:
+    rows = [{"category": c} for c in ["billing"] * 40 + ["login"] * 40]
+    odd = [{"category": c} for c in ["billing"] * 20 + ["call me at 555 0100"] * 20]
+    odd += [{"category": "jane@example.com"}] * 20 + [{"category": "x" * 65}] * 20
+    result = TopicMix().detect(rows, odd, alpha=ALPHA)
+    assert result.evidence["new_categories"] == ["other"]
+    assert set(result.evidence["shares"]) == {"billing", "login", "other"}
+    assert "555" not in result.summary and "@" not in str(result.evidence)

@@ -3,6 +3,7 @@ local model (see conftest.py): contract shape, retries, errors, and the key kept
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -79,13 +80,19 @@ def test_wrong_model_and_bad_params_fail_at_once(chat_server) -> None:
         OpenAICompatibleGenerator(base_url="http://x/v1", model="m", temp=1)
 
 
-def test_api_key_from_env_is_sent_and_never_shown(
+def test_a_key_bound_to_the_base_url_is_sent_and_never_shown(
     chat_server, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     chat_server.api_key = "sk-test-secret-123"
-    with pytest.raises(Unauthenticated, match="HTTP 401 invalid_api_key"):
+    monkeypatch.delenv("OPENAI_COMPATIBLE_KEYS", raising=False)
+    monkeypatch.setenv("VLLM_KEY", "sk-test-secret-123")
+    # the variable is set, but nothing binds it to this endpoint: no key is sent
+    with pytest.raises(Unauthenticated, match=r"HTTP 401 invalid_api_key.*OPENAI_COMPATIBLE_KEYS"):
         _generator(chat_server).generate(prompts=PROMPTS[:1])
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret-123")
+    assert chat_server.auth_headers[-1] == ""
+    monkeypatch.setenv(
+        "OPENAI_COMPATIBLE_KEYS", json.dumps({f"{chat_server.base_url}/": "VLLM_KEY"})
+    )
     caplog.set_level(logging.DEBUG)
     chat_server.failures = [429]  # a retry is logged: the key must not be
     generator = _generator(chat_server)
@@ -93,3 +100,44 @@ def test_api_key_from_env_is_sent_and_never_shown(
     assert chat_server.auth_headers[-1] == "Bearer sk-test-secret-123"
     assert "secret" not in repr(generator) and "secret" not in caplog.text
     assert "retry" in caplog.text
+
+
+def test_a_spec_cannot_send_a_key_to_a_url_of_its_choosing(
+    chat_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Params come from job specs: they may neither carry a key nor pick the variable one is
+    read from, and a key bound to one endpoint never goes to another."""
+    from tunewright.core.errors import FailedPrecondition
+
+    monkeypatch.setenv("TW_NATS__PASSWORD", "nats-secret")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-secret")
+    monkeypatch.setenv("OPENAI_COMPATIBLE_KEYS", json.dumps({"http://gpu-box:8000/v1": "VLLM_KEY"}))
+    for params in ({"api_key_env": "TW_NATS__PASSWORD"}, {"api_key": "sk-inline"}):
+        with pytest.raises(InvalidArgument, match="may not carry api_key") as err:
+            _generator(chat_server, **params)
+        assert err.value.reason == "SECRET_IN_PARAMS"
+        assert "secret" not in str(err.value) and "sk-inline" not in str(err.value)
+    # OPENAI_API_KEY is bound to api.openai.com only: the attacker's endpoint gets no header
+    _generator(chat_server).generate(prompts=PROMPTS[:1], max_new_tokens=2)
+    assert chat_server.auth_headers == [""]
+    from tunewright_openai.client import bound_key_env
+
+    assert bound_key_env("https://api.openai.com/v1/") == "OPENAI_API_KEY"
+    assert bound_key_env("http://gpu-box:8000/v1") == "VLLM_KEY"
+    assert bound_key_env("http://gpu-box:8000/v1/../evil") == ""
+    monkeypatch.setenv("OPENAI_COMPATIBLE_KEYS", "not json")
+    with pytest.raises(FailedPrecondition, match="must be a JSON object"):
+        _generator(chat_server)
+
+
+def test_extra_body_may_not_override_generation_options(chat_server) -> None:
+    with pytest.raises(InvalidArgument, match="extra_body may not set model, temperature") as err:
+        _generator(chat_server, extra_body={"temperature": 2.0, "model": "other", "stop": ["x"]})
+    assert [v.field for v in err.value.field_violations] == [
+        "params.extra_body.model",
+        "params.extra_body.temperature",
+    ]
+    generator = _generator(chat_server, extra_body={"stop": ["\n\n"]})
+    generator.generate(prompts=PROMPTS[:1], max_new_tokens=2)
+    assert chat_server.requests[-1]["stop"] == ["\n\n"]
+    assert chat_server.requests[-1]["temperature"] == 0.0

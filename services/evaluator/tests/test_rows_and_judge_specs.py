@@ -15,7 +15,7 @@ from tunewright.core.plugins import PluginManager, Registries
 from tunewright.evaluator.comparison import Metric, judged_delta, paired_delta_rows, score_rows
 from tunewright.evaluator.gate import Verdict
 from tunewright.evaluator.report import Report, Sample, markdown
-from tunewright.evaluator.runner import EvalSample, samples_from, validate
+from tunewright.evaluator.runner import EvalSample, _judge_params, samples_from, validate
 from tunewright.evaluator.v1 import evaluator_pb2
 
 
@@ -67,6 +67,11 @@ def test_judged_delta_is_the_net_win_rate() -> None:
         0.3
     )
     assert delta.ci_low <= delta.delta <= delta.ci_high
+    # the values are win rates with ties counted half: (wins + ties / 2) / judged
+    counts = JudgeWinRate().details(rows)
+    judged = counts["wins"] + counts["ties"] + counts["losses"]
+    assert delta.candidate_value == pytest.approx((counts["wins"] + counts["ties"] / 2) / judged)
+    assert delta.baseline_value == pytest.approx((counts["losses"] + counts["ties"] / 2) / judged)
 
 
 def test_preference_rows_become_samples_with_their_rejected_answer() -> None:
@@ -137,6 +142,33 @@ def test_a_local_judge_with_a_model_version_is_valid(plugins: Registries) -> Non
     params = struct_pb2.Struct()
     params.update({"model": "judge", "alias": "production"})
     validate(_spec(common_pb2.PluginRef(name="local", params=params)), plugins)
+
+
+def _judge(name: str, params: dict[str, object]) -> common_pb2.PluginRef:
+    struct = struct_pb2.Struct()
+    struct.update(params)
+    return common_pb2.PluginRef(name=name, params=struct)
+
+
+def test_an_endpoint_judge_keeps_its_model_param() -> None:
+    # the endpoint's `model` is the name it serves, not a registered model version
+    endpoint = {"base_url": "http://vllm:8000/v1", "model": "Qwen/Qwen2.5-72B-Instruct"}
+    model, params = _judge_params(_judge("openai-compatible", {**endpoint, "max_new_tokens": 32}))
+    assert model == {} and params == endpoint
+    model, params = _judge_params(
+        _judge("local", {"model": "judge", "alias": "production", "max_new_tokens": 32})
+    )
+    assert model == {"model": "judge", "alias": "production"} and params == {}
+
+
+def test_an_endpoint_judge_is_checked_by_its_generator(plugins: Registries) -> None:
+    good = {"base_url": "http://vllm:8000/v1", "model": "Qwen/Qwen2.5-72B-Instruct"}
+    validate(_spec(_judge("openai-compatible", {**good, "max_new_tokens": 32})), plugins)
+    with pytest.raises(InvalidArgument) as refused:
+        validate(_spec(_judge("openai-compatible", {"base_url": good["base_url"]})), plugins)
+    assert [(v.field, v.description) for v in refused.value.field_violations] == [
+        ("spec.judge.params", "openai-compatible generator needs model")
+    ]
 
 
 def test_markdown_shows_samples_side_by_side_and_counts() -> None:

@@ -14,13 +14,14 @@ from typing import Any
 import pytest
 import yaml
 
-from tunewright.core.errors import InvalidArgument
+from tunewright.core.errors import InvalidArgument, Unavailable
 from tunewright.core.settings import load_settings
 from tunewright.monitor import analysis, policy, traffic
 from tunewright.monitor.server import canary_spec
 from tunewright.monitor.settings import MonitorSettings, PolicySection
 from tunewright.monitor.store import Detection
 from tunewright.monitor.windows import WindowBuffer
+from tunewright.registry import pipelines
 
 
 def _item(i: int, model: str = "mv-1") -> traffic.Interaction:
@@ -33,7 +34,7 @@ async def test_a_window_closes_when_full_and_every_handler_waits_for_it() -> Non
     async def close(workspace: str, model: str, items: list[traffic.Interaction]) -> None:
         closed.append((workspace, model, [i.interaction_id for i in items]))
 
-    buffer = WindowBuffer(size=3, max_wait_s=60, close=close)
+    buffer = WindowBuffer(size=3, max_wait_s=60, close=close, capacity=10)
     first = asyncio.create_task(buffer.add("default", _item(1)))
     other_model = asyncio.create_task(buffer.add("default", _item(9, "mv-2")))
     await asyncio.sleep(0.01)
@@ -62,7 +63,32 @@ async def test_an_old_window_closes_partly_full_and_a_failed_close_fails_its_han
         buffer.add("default", _item(1)), buffer.add("default", _item(2)), return_exceptions=True
     )
     assert calls == 1
-    assert all(isinstance(r, ConnectionError) for r in results)  # both messages go back
+    # both messages go back, retryable: a dead letter would keep their raw text for its TTL
+    assert all(isinstance(r, Unavailable) for r in results)
+    assert all(r.reason == "WINDOW_CLOSE_FAILED" for r in results if isinstance(r, Unavailable))
+
+
+async def test_with_every_slot_waiting_the_fullest_window_closes_early() -> None:
+    closed: list[tuple[str, list[str]]] = []
+
+    async def close(workspace: str, model: str, items: list[traffic.Interaction]) -> None:
+        closed.append((model, [i.interaction_id for i in items]))
+
+    # four consumer slots, windows of four, three model versions: no window can fill
+    buffer = WindowBuffer(size=4, max_wait_s=60, close=close, capacity=4)
+    waiting = [
+        asyncio.create_task(buffer.add("default", _item(i, model)))
+        for i, model in [(1, "mv-1"), (2, "mv-2"), (3, "mv-2"), (4, "mv-3")]
+    ]
+    await asyncio.wait_for(asyncio.gather(waiting[1], waiting[2]), timeout=1)
+    assert closed == [("mv-2", ["i2", "i3"])]  # the fullest, long before max_wait_s
+    assert not waiting[0].done() and not waiting[3].done()
+    assert buffer.open_counts() == {("default", "mv-1"): 1, ("default", "mv-3"): 1}
+    # the slots it freed take new traffic; the next time all four wait, mv-1 is fullest
+    more = [asyncio.create_task(buffer.add("default", _item(i, "mv-1"))) for i in (5, 6)]
+    await asyncio.wait_for(asyncio.gather(waiting[0], *more), timeout=1)
+    assert closed[-1] == ("mv-1", ["i1", "i5", "i6"])
+    waiting[3].cancel()
 
 
 @dataclass
@@ -116,6 +142,22 @@ def test_only_allow_listed_columns_leave_with_a_window() -> None:
     assert count == 1 and b"customer_email" not in data
 
 
+def test_synthetic_training_rows_are_not_part_of_the_reference() -> None:
+    def row(text: str, category: str, synthetic: str | None) -> dict[str, Any]:
+        messages = [{"role": "user", "content": text}, {"role": "assistant", "content": "ok"}]
+        extra = {} if synthetic is None else {"synthetic": synthetic}
+        return {"messages": json.dumps(messages), "category": category, **extra}
+
+    rows = [
+        row("my invoice is wrong", "billing", None),
+        row("I cannot log in", "login", "false"),
+        row("generated: refund for a duplicate charge", "refunds", "true"),
+    ]
+    reference = traffic.reference_rows(rows)
+    assert [r["category"] for r in reference] == ["billing", "login"]
+    assert not any(r["synthetic"] for r in reference)
+
+
 def test_the_policy_retrains_once_per_cooldown_and_can_drop_the_approval() -> None:
     retrain = PolicySection(action="retrain", cooldown_s=3600)
     assert policy.decide(PolicySection(), None).action == "alert"
@@ -134,6 +176,33 @@ def test_the_policy_retrains_once_per_cooldown_and_can_drop_the_approval() -> No
     assert "approve" not in [
         s["kind"] for s in yaml.safe_load(policy.pipeline_yaml(unattended))["stages"]
     ]
+
+
+@pytest.mark.parametrize("require_approval", [True, False])
+def test_the_shipped_retraining_pipeline_is_valid_and_gates_on_the_reviewers_pairs(
+    require_approval: bool,
+) -> None:
+    text = policy.pipeline_yaml(PolicySection(action="retrain", require_approval=require_approval))
+    params = {  # what Monitor.request_retraining submits
+        "negatives": "file:///negatives.jsonl",
+        "production_model": "mv-1",
+        "model_name": "support",
+        "feedback_backend": "argilla",
+        "detection_id": "drift-1",
+    }
+    spec = pipelines.parse_spec(text, params)  # the registry's own validation
+    stages = {s.name: s.config for s in spec.stages}
+    # people need time: the feedback stage waits for rankings (a simulated backend does not)
+    collect = stages["feedback"]["spec"]["feedback_collection"]
+    assert collect["wait_timeout_seconds"] >= 3600 and collect["poll_interval_seconds"] > 0
+    assert 0 < collect["min_records"] <= PolicySection().min_negatives
+    # scored on the preference pairs, not on overlap with the thumbs-down answers
+    evaluate = stages["evaluate"]["spec"]
+    assert evaluate["dataset"] == {"id": "${stages.feedback.dataset_version_id}"}
+    assert [m["name"] for m in evaluate["metrics"]] == ["preference_accuracy"]
+    (rule,) = evaluate["gate"]["rules"]
+    assert rule["metric"] == "preference_accuracy" and rule["baseline"] == "production"
+    assert rule["ci_excludes_zero"] is True
 
 
 def test_a_canary_spec_names_the_watched_model() -> None:

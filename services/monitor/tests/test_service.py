@@ -7,6 +7,7 @@ and the evaluator are not running: their requests are read back from their work 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -18,10 +19,12 @@ import pytest
 from tunewright.core import subjects
 from tunewright.core.artifacts import ArtifactRef
 from tunewright.core.bus import decode_event, event_meta
+from tunewright.core.errors import Unavailable
 from tunewright.core.service import start_service
 from tunewright.core.settings import load_settings
 from tunewright.evaluator.v1 import evaluator_pb2
 from tunewright.events.v1 import events_pb2
+from tunewright.monitor import traffic
 from tunewright.monitor.server import DEFINITION
 from tunewright.monitor.v1 import monitor_pb2, monitor_pb2_grpc
 
@@ -130,5 +133,72 @@ async def test_windows_go_to_ingest_and_a_failed_canary_is_a_detection(
             ).detections
             assert [d.id for d in listed] == [detected.detection_id]
             assert listed[0].results[0].evidence["evaluation_id"] == canary.run_id
+    finally:
+        await monitor.stop()
+
+
+async def test_invalid_traffic_is_dropped_and_a_window_is_uploaded_once(
+    nats_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    settings = load_settings(
+        DEFINITION.settings_cls,
+        nats={"url": nats_url},
+        grpc={"port": 0},
+        data_dir=tmp_path,
+        monitor={"window": {"size": 3, "max_wait_s": 0.3}},
+    )
+    monitor = await start_service(DEFINITION, settings)
+    bus, artifacts = monitor.context.bus, monitor.context.artifacts
+    app = monitor.context.resources["monitor"]
+    try:
+        # incomplete events from another system: acked and counted, never dead-lettered (the
+        # DLQ would keep their raw text for 30 days) and never logged
+        meta = event_meta(producer="helpdesk", workspace="default")
+        for i, event in enumerate(
+            [
+                events_pb2.TrafficInteractionLogged(
+                    meta=meta, interaction_id="x1", prompt="call Bob at 555-0100"
+                ),
+                events_pb2.TrafficInteractionLogged(
+                    meta=meta, model_version_id="mv-1", prompt="call Bob at 555-0100"
+                ),
+            ]
+        ):
+            await bus.publish(subjects.TRAFFIC_INTERACTION_LOGGED, event, key=f"bad-{i}")
+        deadline = time.monotonic() + 20
+        while sum(app.dropped.values()) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert app.dropped == {"MISSING_MODEL_VERSION_ID": 1, "MISSING_INTERACTION_ID": 1}
+        await asyncio.sleep(0.3)  # the acks follow the handler
+        assert (await bus.js.stream_info("TW_TRAFFIC")).state.messages == 0
+        assert (await bus.js.stream_info("TW_DLQ")).state.messages == 0
+        assert "invalid traffic event dropped" in caplog.text and "555-0100" not in caplog.text
+
+        # a window delivered again after ingest finished it (and deleted the upload) is not
+        # uploaded again: nobody would delete that copy
+        items = [traffic.Interaction(f"r{i}", "mv-2", f"question {i}", "answer") for i in range(3)]
+        await app.close_window("default", "mv-2", items)
+        request = await _last(bus, "TW_INGEST_WORK", subjects.INGEST_DATASET_REQUESTED)
+        upload = ArtifactRef.from_uri(request.spec.source.uri)
+        assert await artifacts.exists(upload)
+        app.store.finish_window(request.job_id, status="small")
+        await artifacts.delete(upload)
+        await app.close_window("default", "mv-2", items)
+        assert not await artifacts.exists(upload)
+
+        # a hand-over that fails leaves no upload and no window behind (the redelivered
+        # messages start it again); the outage is injected, NATS itself stays up
+        async def nats_down(*args: Any, **kwargs: Any) -> None:
+            raise Unavailable("NATS unreachable (injected)")
+
+        failing = [traffic.Interaction(f"f{i}", "mv-3", f"question {i}", "answer") for i in range(3)]
+        monkeypatch.setattr(bus, "publish", nats_down)
+        with pytest.raises(Unavailable):
+            await app.close_window("default", "mv-3", failing)
+        monkeypatch.undo()
+        data = traffic.window_jsonl(failing, app.settings.window.attributes)
+        lost = ArtifactRef(hashlib.sha256(data).hexdigest(), len(data), "application/jsonl")
+        assert not await artifacts.exists(lost)
+        assert app.store.windows("mv-3") == []
     finally:
         await monitor.stop()

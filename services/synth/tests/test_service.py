@@ -20,6 +20,8 @@ from tunewright.core.settings import load_settings
 from tunewright.synth.server import DEFINITION
 from tunewright.synth.v1 import synth_pb2, synth_pb2_grpc
 
+from . import people
+
 #: the same service without its consumer: submitted jobs stay queued
 GRPC_ONLY = dataclasses.replace(DEFINITION, consumers=lambda _ctx: ())
 
@@ -154,5 +156,59 @@ async def test_submit_get_list_cancel_and_stream(nats_url: str, tmp_path: Path) 
             failed.add(decode_event(msg.headers["Tw-Event-Type"], msg.data).job_id)
         await sub.unsubscribe()
         assert failed == {jobs[1].id, jobs[2].id}
+    finally:
+        await service.stop()
+
+
+async def _wait_status(stub: Any, job_id: str, wanted: set[int], timeout_s: float = 15) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        job = (await stub.GetSynthJob(synth_pb2.GetSynthJobRequest(job_id=job_id))).job
+        if job.status in wanted or asyncio.get_running_loop().time() > deadline:
+            return job
+        await asyncio.sleep(0.1)
+
+
+async def test_a_collection_waiting_for_people_blocks_no_other_job_and_can_be_cancelled(
+    nats_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker runs several jobs at once (``synth.worker_concurrency``): a feedback
+    collection that waits for people (the ``nobody`` stand-in backend, see people.py) does not
+    hold up the next job, and a gRPC cancel stops the wait within seconds."""
+    from tunewright.core.plugins import PluginManager
+
+    class WithPeople(PluginManager):
+        def load(self, **kwargs: Any) -> Any:
+            return super().load(builtins=[people], **kwargs)
+
+    monkeypatch.setattr("tunewright.core.service.PluginManager", WithPeople)
+    service = await start_service(DEFINITION, _settings(nats_url, tmp_path))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+            stub = synth_pb2_grpc.SynthServiceStub(channel)
+            waiting = synth_pb2.SynthJobSpec(
+                feedback_collection=synth_pb2.FeedbackCollectionTask(
+                    feedback_backend={"name": "nobody"},
+                    feedback_dataset="prefs-nobody",
+                    output_dataset="support-preferences",
+                    min_records=1,
+                    wait_timeout_seconds=3600,
+                    poll_interval_seconds=600,
+                )
+            )
+            slow = (await stub.SubmitSynthJob(synth_pb2.SubmitSynthJobRequest(spec=waiting))).job
+            running = await _wait_status(stub, slow.id, {common_pb2.JOB_STATUS_RUNNING})
+            assert running.status == common_pb2.JOB_STATUS_RUNNING
+            quick = (await stub.SubmitSynthJob(synth_pb2.SubmitSynthJobRequest(spec=_spec()))).job
+            done = await _wait_status(stub, quick.id, {common_pb2.JOB_STATUS_FAILED})
+            assert done.error.reason == "REGISTRY_UNAVAILABLE"  # it ran beside the waiting one
+            still = (await stub.GetSynthJob(synth_pb2.GetSynthJobRequest(job_id=slow.id))).job
+            assert still.status == common_pb2.JOB_STATUS_RUNNING
+
+            started = asyncio.get_running_loop().time()
+            await stub.CancelSynthJob(synth_pb2.CancelSynthJobRequest(job_id=slow.id))
+            cancelled = await _wait_status(stub, slow.id, {common_pb2.JOB_STATUS_CANCELLED})
+            assert cancelled.status == common_pb2.JOB_STATUS_CANCELLED
+            assert asyncio.get_running_loop().time() - started < 5
     finally:
         await service.stop()

@@ -23,6 +23,7 @@ from tunewright.synth.synthetic import (
     allocate,
     category_counts,
     parse_request,
+    parse_score,
     quality_reason,
     seeds_from_rows,
     thin_categories,
@@ -92,6 +93,13 @@ def test_parsing_and_heuristics() -> None:
         "Where is my order?"
     )
     assert parse_request("  \n ") is None
+    # the judge's score is the last standalone 1-5, never the scale it quotes
+    assert parse_score("On a 1-5 scale, this answer deserves a 4") == 4
+    assert parse_score("Score (1 - 5): 2") == 2
+    assert parse_score("4") == 4 and parse_score("Score: 5/5") == 5
+    assert parse_score("I would rate it 3.5 out of 5, so 3") == 3
+    assert parse_score("4 on a 1 to 5 scale") == 4 and parse_score("4 out of 5") == 4
+    assert parse_score("10 out of 10") is None and parse_score("no idea") is None
     assert quality_reason("ok ok ok ok ok ok ok ok", "fine answer here", 0.5, 0.5) == "repetitive"
     assert quality_reason("%%% ### @@@", "fine answer", 0.5, 0.5) == "not_text"
     assert quality_reason("Where is it?", "where is  it?", 0.5, 0.5) == "echo"
@@ -110,6 +118,7 @@ async def test_duplicates_and_junk_are_filtered_and_the_rest_flagged_synthetic(
         "generated": 10,
         "accepted": 5,
         "seed_rows": 16,
+        "seed_train_rows": 16,
         "synthetic_cap": 16,
         "filtered_near_duplicate_existing": 1,
         "filtered_near_duplicate_generated": 2,

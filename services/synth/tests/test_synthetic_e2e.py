@@ -70,6 +70,13 @@ async def _rows(artifacts: LocalArtifactStore, version: registry_pb2.DatasetVers
     return rows
 
 
+async def _split_rows(
+    artifacts: LocalArtifactStore, version: registry_pb2.DatasetVersion, split: str
+) -> list[dict]:
+    ref = version.splits[split]
+    return read_split_rows(await artifacts.get_bytes(ArtifactRef.from_uri(ref.uri)), ref.media_type)
+
+
 async def test_synthetic_rows_are_filtered_flagged_and_scrubbed_through_ingest(
     nats_url: str, tmp_path: Path, scripted_chat_server: Any
 ) -> None:
@@ -172,6 +179,28 @@ async def test_synthetic_rows_are_filtered_flagged_and_scrubbed_through_ingest(
             assert version.source == registry_pb2.DATASET_SOURCE_SYNTHETIC
             assert version.labels["synth_job_id"] == job.id
             rows = await _rows(artifacts, version)
+            seed_version = (
+                await rstub.GetDatasetVersion(
+                    registry_pb2.GetDatasetVersionRequest(
+                        ref=common_pb2.DatasetVersionRef(id=seed_id)
+                    )
+                )
+            ).dataset_version
+            seed_eval = await _split_rows(artifacts, seed_version, "eval")
+            new_eval = await _split_rows(artifacts, version, "eval")
+            new_train = await _split_rows(artifacts, version, "train")
+
+        # the parent's eval split is the new eval split, row for row; synthetic rows train only
+        assert seed_eval and [r["messages"] for r in new_eval] == [r["messages"] for r in seed_eval]
+        assert all(r["synthetic"] == "false" for r in new_eval)
+        assert sum(r["synthetic"] == "true" for r in new_train) == 5
+        assert {r["split_pin"] for r in new_train} == {"pin:train"}
+        # no held-out request was shown to the generator
+        shown = " ".join(
+            m["content"] for request in scripted_chat_server.requests for m in request["messages"]
+        )
+        for row in seed_eval:
+            assert row["messages"][0]["content"] not in shown
 
         synthetic = [r for r in rows if r["synthetic"] == "true"]
         assert len(synthetic) == counts["ingest_accepted"] - counts["seed_rows"] == 5

@@ -449,10 +449,11 @@ class Stack:
             "--users",
             str(self._argilla_users()),
         ]
-        if stack.argilla_redis_url:
-            command += ["--redis-url", stack.argilla_redis_url]
         # argilla-server's own venv and settings only: none of ours leak into it
         env = {k: v for k, v in os.environ.items() if not k.startswith((ENV_PREFIX, "ARGILLA_"))}
+        if stack.argilla_redis_url:
+            # by environment, not argv: a Redis password on a command line shows in `ps`
+            env["ARGILLA_REDIS_URL"] = stack.argilla_redis_url
         started = time.monotonic()
         with open(log_file, "ab") as log:
             child = subprocess.Popen(

@@ -18,11 +18,13 @@ server works). One Argilla dataset per feedback dataset, in one workspace:
 ignored), with the annotator's Argilla username as provenance: several annotators, several
 rankings. Drafts never count; a record's ranking is only as complete as the annotator left it.
 
-Parameters (``feedback_backend: {name: argilla, params: {...}}``), each with an environment
-fallback so that secrets need not live in pipeline files: ``api_url`` (``ARGILLA_API_URL``),
-``api_key`` (``ARGILLA_API_KEY``, an owner or admin key), ``workspace``
-(``ARGILLA_WORKSPACE``, default ``tunewright``), ``annotators_per_record`` (default 1),
-``timeout_s`` (HTTP timeout, default 30).
+Parameters (``feedback_backend: {name: argilla, params: {...}}``): ``api_url`` (default
+``ARGILLA_API_URL``), ``workspace`` (``ARGILLA_WORKSPACE``, default ``tunewright``),
+``annotators_per_record`` (default 1), ``timeout_s`` (HTTP timeout, default 30). The key is
+never a param (params are stored with the job, published in events and returned by Get RPCs):
+it is ``ARGILLA_API_KEY`` (an owner or admin key) of the process that runs the backend, and it
+is only sent to ``ARGILLA_API_URL``. A spec that names another ``api_url`` gets no key and is
+refused, so it cannot send the owner key to a server of its choosing.
 """
 
 from __future__ import annotations
@@ -50,8 +52,16 @@ def _response_field(i: int) -> str:
     return f"response_{i}"
 
 
+def _same_url(a: str, b: str) -> bool:
+    return a.rstrip("/") == b.rstrip("/")
+
+
 class ArgillaFeedback:
-    """Feedback backend on an Argilla server (see the module docstring)."""
+    """Feedback backend on an Argilla server (see the module docstring).
+
+    ``api_key`` is for in-process callers (tests, scripts); the registered factory,
+    :func:`from_params`, refuses it because its params come from job specs.
+    """
 
     simulated = False
 
@@ -69,14 +79,25 @@ class ArgillaFeedback:
         if unknown:
             raise ValueError(
                 f"unknown argilla backend params: {', '.join(sorted(unknown))} (known: api_url, "
-                "api_key, workspace, annotators_per_record, timeout_s)"
+                "workspace, annotators_per_record, timeout_s)"
             )
-        self.api_url = (api_url or os.environ.get("ARGILLA_API_URL", "")).rstrip("/")
-        self._api_key = api_key or os.environ.get("ARGILLA_API_KEY", "")
+        configured_url = os.environ.get("ARGILLA_API_URL", "")
+        self.api_url = (api_url or configured_url).rstrip("/")
+        if api_key:
+            self._api_key = api_key
+        elif _same_url(self.api_url, configured_url):
+            self._api_key = os.environ.get("ARGILLA_API_KEY", "")
+        else:
+            # the env key belongs to ARGILLA_API_URL: never send it anywhere else
+            raise ValueError(
+                f"no Argilla key for api_url {self.api_url or '(unset)'}: ARGILLA_API_KEY is "
+                f"only sent to ARGILLA_API_URL ({configured_url or 'unset'}); leave api_url "
+                "out of the params, or point ARGILLA_API_URL of the synth service at it"
+            )
         if not self.api_url or not self._api_key:
             raise ValueError(
-                "the argilla feedback backend needs api_url and api_key (params, or the "
-                "ARGILLA_API_URL / ARGILLA_API_KEY environment of the synth service)"
+                "the argilla feedback backend needs ARGILLA_API_URL and ARGILLA_API_KEY in the "
+                "environment of the synth service"
             )
         self.workspace = workspace or os.environ.get("ARGILLA_WORKSPACE", "") or "tunewright"
         self.annotators_per_record = int(annotators_per_record)
@@ -237,11 +258,23 @@ def _ranking(value: Any) -> list[int] | None:
     return [index for _, _, index in sorted(ranked)]
 
 
+def from_params(**params: Any) -> ArgillaFeedback:
+    """The backend from a job's params, which may not carry a key: they are stored and
+    published with the job."""
+    if "api_key" in params:
+        raise ValueError(
+            "the argilla backend's params may not carry api_key: params are stored and "
+            "published with the job; set ARGILLA_API_KEY (with ARGILLA_API_URL) in the "
+            "environment of the synth service"
+        )
+    return ArgillaFeedback(**params)
+
+
 @hookimpl
 def tw_register_feedback_backends(registry: FeedbackBackendRegistry) -> None:
     registry.add(
         name="argilla",
-        factory=ArgillaFeedback,
+        factory=from_params,
         description="Human rankings in Argilla: records with a ranking question; submitted "
         "rankings come back with the annotator's username.",
     )

@@ -30,6 +30,10 @@ REFUSAL = re.compile(
     re.IGNORECASE | re.DOTALL,
 )
 WORD = re.compile(r"[A-Za-z][A-Za-z0-9'-]+")
+# a category that can be named in an event; attributes are not scrubbed, so anything else (free
+# text, an e-mail address pasted into a label) is counted as "other"
+CATEGORY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+OTHER_CATEGORY = "other"
 
 
 @dataclass(frozen=True)
@@ -53,23 +57,44 @@ def _sample(rows: Sequence[Row], limit: int, seed: int) -> list[Row]:
     return [rows[int(i)] for i in sorted(picks)]
 
 
-def _term_shift(reference: Sequence[str], current: Sequence[str], top: int = 8) -> list[dict]:
-    """Words whose document share grew most from reference to current (evidence, not a test)."""
+def _words(text: str) -> set[str]:
+    return {w.lower() for w in WORD.findall(text)}
+
+
+def _term_shift(
+    vocabulary: set[str], reference: Sequence[str], current: Sequence[str], top: int = 8
+) -> tuple[list[dict], int]:
+    """Words whose document share grew most from reference to current (evidence, not a test).
+
+    Only words of the training ``vocabulary`` are named: a word seen only in traffic may be
+    something the scrubber missed (a name, an account number), so those are only counted.
+    """
 
     def shares(texts: Sequence[str]) -> dict[str, float]:
         counts: dict[str, int] = {}
         for text in texts:
-            for word in {w.lower() for w in WORD.findall(text)}:
+            for word in _words(text):
                 counts[word] = counts.get(word, 0) + 1
         return {w: c / max(len(texts), 1) for w, c in counts.items()}
 
     ref, cur = shares(reference), shares(current)
-    grown = sorted(cur, key=lambda w: cur[w] - ref.get(w, 0.0), reverse=True)[:top]
-    return [
+    grown = [w for w in cur if cur[w] - ref.get(w, 0.0) > 0.05]
+    unseen = sum(1 for w in grown if w not in vocabulary)
+    named = sorted(
+        (w for w in grown if w in vocabulary), key=lambda w: cur[w] - ref.get(w, 0.0), reverse=True
+    )[:top]
+    terms = [
         {"term": w, "reference_share": round(ref.get(w, 0.0), 3), "current_share": round(cur[w], 3)}
-        for w in grown
-        if cur[w] - ref.get(w, 0.0) > 0.05
+        for w in named
     ]
+    return terms, unseen
+
+
+def _category(value: Any) -> str:
+    text = str(value or "")
+    if not text:
+        return ""
+    return text if CATEGORY.match(text) else OTHER_CATEGORY
 
 
 class InputDrift:
@@ -101,10 +126,13 @@ class InputDrift:
         result, bandwidth = stats.mmd_permutation_test(
             distances, len(ref), permutations=self.permutations, seed=self.seed
         )
-        terms = _term_shift(ref, cur)
+        vocabulary = {w for r in reference for w in _words(str(r["prompt"]))}
+        terms, unseen = _term_shift(vocabulary, ref, cur)
         summary = f"prompt embeddings ({self.embedder.name}) MMD²={result.statistic:.4f}, p={result.p_value:.4f}"
         if terms:
             summary += "; more frequent now: " + ", ".join(t["term"] for t in terms[:5])
+        if unseen:
+            summary += f"; {unseen} word(s) unseen in training now common"
         return DriftResult(
             self.name,
             result.statistic,
@@ -119,6 +147,8 @@ class InputDrift:
                 "reference_rows": len(ref),
                 "current_rows": len(cur),
                 "terms_grown": terms,
+                # words in over 5% more of the window's prompts that training never had
+                "unseen_terms_grown": unseen,
             },
         )
 
@@ -135,8 +165,8 @@ class TopicMix:
     def detect(
         self, reference: Sequence[Row], current: Sequence[Row], *, alpha: float
     ) -> DriftResult:
-        ref = [str(r.get(self.field) or "") for r in reference]
-        cur = [str(r.get(self.field) or "") for r in current]
+        ref = [_category(r.get(self.field)) for r in reference]
+        cur = [_category(r.get(self.field)) for r in current]
         ref, cur = [c for c in ref if c], [c for c in cur if c]
         result, shares = stats.mix_shift_test(ref, cur)
         new = sorted(c for c, s in shares.items() if s["reference"] == 0 and s["current"] > 0)

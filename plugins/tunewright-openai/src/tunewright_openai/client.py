@@ -10,13 +10,20 @@ the generator contract of the synth service and the evaluator (see docs/plugins.
 Requests run ``concurrency`` at a time (default: the call's ``batch_size``). Status 429 and
 5xx, timeouts and connection errors are retried with exponential backoff (``Retry-After``
 honoured, capped); other 4xx fail at once with the status and the server's error type.
-The API key comes from the ``api_key`` parameter or the environment variable named by
-``api_key_env`` (``OPENAI_API_KEY``); it is sent as a bearer token and never logged,
-repr'd or put in an error. Prompts and answers are never logged either.
+Keys are bound to endpoints by the operator, never chosen by a job: params come from job
+specs, which are stored, published in events and returned by Get RPCs, so a spec may name
+neither a key (``api_key``) nor the variable to read one from (``api_key_env``), or it could
+send any secret of the process to a URL of its choosing. The environment variable
+``OPENAI_COMPATIBLE_KEYS`` holds a JSON object ``{"<base_url>": "<ENV VAR>"}``; a request
+carries a bearer token only when its ``base_url`` is bound there (``https://api.openai.com/v1``
+is bound to ``OPENAI_API_KEY`` unless the object says otherwise). The key is never logged,
+repr'd or put in an error; redirects are not followed. Prompts and answers are never logged
+either.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -44,11 +51,14 @@ Messages = Sequence[Mapping[str, str]]
 
 #: statuses worth another attempt: rate limited, or the server failed
 _RETRYABLE = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+#: the operator's endpoint -> key bindings (JSON object: base_url -> environment variable)
+KEYS_ENV = "OPENAI_COMPATIBLE_KEYS"
+DEFAULT_KEYS = {"https://api.openai.com/v1": "OPENAI_API_KEY"}
+#: params that would put a secret, or the choice of one, into a job spec
+_SECRET_PARAMS = ("api_key", "api_key_env")
 _ALLOWED = (
     "base_url",
     "model",
-    "api_key",
-    "api_key_env",
     "timeout_s",
     "max_retries",
     "backoff_s",
@@ -58,10 +68,49 @@ _ALLOWED = (
 )
 
 
+#: request fields the generator sets itself; ``extra_body`` may not override them
+_REQUEST_FIELDS = frozenset(
+    {"model", "messages", "n", "seed", "max_tokens", "temperature", "top_p"}
+)
+
+
+def bound_key_env(base_url: str) -> str:
+    """The environment variable whose key may be sent to ``base_url`` ("" when none is
+    bound): ``$OPENAI_COMPATIBLE_KEYS`` over the defaults, URLs compared without a trailing
+    slash."""
+    raw = os.environ.get(KEYS_ENV, "").strip()
+    try:
+        configured = json.loads(raw) if raw else {}
+    except ValueError:
+        configured = None
+    if not isinstance(configured, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in configured.items()
+    ):
+        raise FailedPrecondition(
+            f"${KEYS_ENV} must be a JSON object of base_url -> environment variable name, "
+            'e.g. {"http://gpu-box:8000/v1": "VLLM_API_KEY"}',
+            reason="GENERATOR_KEYS_INVALID",
+        )
+    bindings = {url.rstrip("/"): env for url, env in {**DEFAULT_KEYS, **configured}.items()}
+    return bindings.get(base_url.rstrip("/"), "")
+
+
 class OpenAICompatibleGenerator:
     """``factory(base_url=..., model=..., **options)``; see the module docstring."""
 
     def __init__(self, **params: Any) -> None:
+        secret = sorted(set(params) & set(_SECRET_PARAMS))
+        if secret:
+            raise InvalidArgument(
+                f"openai-compatible generator params may not carry {', '.join(secret)}: params "
+                f"are stored and published with the job; bind a key to the base_url in "
+                f"${KEYS_ENV} of the service that runs the generator",
+                reason="SECRET_IN_PARAMS",
+                field_violations=[
+                    FieldViolation(f"params.{name}", f"not allowed; use ${KEYS_ENV}")
+                    for name in secret
+                ],
+            )
         unknown = sorted(set(params) - set(_ALLOWED))
         if unknown:
             raise InvalidArgument(
@@ -84,14 +133,25 @@ class OpenAICompatibleGenerator:
                 field_violations=[FieldViolation("params.base_url", "not an http(s) URL")],
             )
         self.model = str(params["model"])
-        self.api_key_env = str(params.get("api_key_env") or "OPENAI_API_KEY")
-        self._api_key = params.get("api_key") or os.environ.get(self.api_key_env) or ""
+        self.api_key_env = bound_key_env(self.base_url)
+        self._api_key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
         self.timeout_s = float(params.get("timeout_s", 60.0))
         self.max_retries = int(params.get("max_retries", 4))
         self.backoff_s = float(params.get("backoff_s", 0.5))
         self.max_backoff_s = float(params.get("max_backoff_s", 20.0))
         self.concurrency = int(params["concurrency"]) if params.get("concurrency") else None
         self.extra_body = dict(params.get("extra_body") or {})
+        overlap = sorted(set(self.extra_body) & _REQUEST_FIELDS)
+        if overlap:
+            raise InvalidArgument(
+                f"extra_body may not set {', '.join(overlap)}: the generator sets them from "
+                "the call (max_new_tokens, temperature, top_p, seed, num_return_sequences) "
+                "and its params",
+                field_violations=[
+                    FieldViolation(f"params.extra_body.{name}", "set by the generator")
+                    for name in overlap
+                ],
+            )
         if self.timeout_s <= 0 or self.max_retries < 0 or self.backoff_s < 0:
             raise InvalidArgument(
                 "timeout_s must be > 0, max_retries and backoff_s >= 0",
@@ -137,7 +197,9 @@ class OpenAICompatibleGenerator:
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
         workers = max(1, self.concurrency or batch_size)
-        with httpx.Client(timeout=self.timeout_s, headers=headers) as client:
+        with httpx.Client(
+            timeout=self.timeout_s, headers=headers, follow_redirects=False
+        ) as client:
 
             def one(item: tuple[int, Messages]) -> list[str]:
                 index, messages = item
@@ -246,7 +308,8 @@ def _http_error(response: httpx.Response, url: str, model: str, *, attempts: int
         return Unavailable(f"{what} after {attempts} attempts", reason="GENERATOR_UNAVAILABLE")
     if status == 401:
         return Unauthenticated(
-            f"{what}: set the API key in the environment variable the generator reads",
+            f"{what}: bind an API key to this base_url in ${KEYS_ENV} (base_url -> "
+            "environment variable) and set that variable for the service",
             reason="GENERATOR_UNAUTHENTICATED",
         )
     if status == 403:

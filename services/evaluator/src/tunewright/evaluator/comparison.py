@@ -209,8 +209,10 @@ def judged_delta(
     confidence: float = 0.95,
 ) -> Delta:
     """A judge metric's rows are per-sample outcomes of candidate vs baseline: ``aggregate``
-    is the net win rate d (0 = parity); the candidate's share of wins is (1 + d) / 2, the
-    baseline's (1 - d) / 2, and the CI is the bootstrap interval of d."""
+    is the net win rate d = (wins - losses) / judged (0 = parity), and the CI is the bootstrap
+    interval of d. The values shown for the two models are their win rates with ties counted
+    half: the candidate's (wins + ties / 2) / judged = (1 + d) / 2, the baseline's
+    (losses + ties / 2) / judged = (1 - d) / 2 (not the share of samples won outright)."""
     aggregate: Aggregate = metric.fn.aggregate
     net = float(aggregate(rows))
     n = len(rows)

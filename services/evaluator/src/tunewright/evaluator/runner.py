@@ -29,7 +29,12 @@ from google.protobuf import json_format
 
 from tunewright.common.v1 import common_pb2
 from tunewright.core.artifacts import ArtifactRef, ArtifactStore
-from tunewright.core.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from tunewright.core.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    TunewrightError,
+)
 from tunewright.core.model_versions import fetch_chain
 from tunewright.core.plugins import Registries
 from tunewright.core.splits import read_split_rows
@@ -50,8 +55,9 @@ from tunewright.registry.v1 import registry_pb2
 
 DEFAULT_METRICS = ("rouge_l", "bleu", "token_f1")
 DEFAULT_JUDGE_TOKENS = 64
-#: judge params the evaluator consumes (the rest go to the generator plugin's factory)
-JUDGE_MODEL_PARAMS = ("model_version_id", "model", "version", "alias")
+#: params of the ``local`` judge that name the registered model version it runs; any other
+#: judge's params (an endpoint's ``model`` among them) go to its generator factory untouched
+LOCAL_JUDGE_MODEL_PARAMS = ("model_version_id", "model", "version", "alias")
 Progress = Callable[[str], Awaitable[None]]
 
 
@@ -219,9 +225,9 @@ def validate(spec: evaluator_pb2.EvaluationSpec, plugins: Registries) -> None:
                     f"unknown generator; registered: {', '.join(plugins.generators.names())}",
                 )
             )
-        elif judge.name == "local":
-            params = _params(judge)
-            if not any(params.get(k) for k in ("model_version_id", "model")):
+        else:
+            model, params = _judge_params(judge)
+            if judge.name == "local" and not (model.get("model_version_id") or model.get("model")):
                 bad.append(
                     FieldViolation(
                         "spec.judge.params",
@@ -229,6 +235,12 @@ def validate(spec: evaluator_pb2.EvaluationSpec, plugins: Registries) -> None:
                         "model_version_id, or model with version or alias",
                     )
                 )
+            try:  # generator factories are cheap and check their params (no request is made)
+                plugins.generators.get(judge.name).factory(**params)
+            except TunewrightError as exc:
+                bad.append(FieldViolation("spec.judge.params", exc.message[:300]))
+            except (TypeError, ValueError) as exc:
+                bad.append(FieldViolation("spec.judge.params", str(exc)[:300]))
     names = {m.name for m in spec.metrics} or set(DEFAULT_METRICS)
     for i, rule in enumerate(spec.gate.rules):
         if rule.metric not in names:
@@ -251,6 +263,20 @@ def validate(spec: evaluator_pb2.EvaluationSpec, plugins: Registries) -> None:
 
 def _params(ref: common_pb2.PluginRef) -> dict[str, Any]:
     return json_format.MessageToDict(ref.params) if ref.HasField("params") else {}
+
+
+def _judge_params(judge: common_pb2.PluginRef) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the registered model version the ``local`` judge runs, the generator factory's params).
+
+    ``max_new_tokens`` (the reply budget) is the evaluator's for every judge; only the
+    ``local`` judge's model keys name a registry version, since a remote judge's ``model`` is
+    the name its endpoint serves.
+    """
+    params = _params(judge)
+    params.pop("max_new_tokens", None)
+    keys = LOCAL_JUDGE_MODEL_PARAMS if judge.name == "local" else ()
+    model = {k: params.pop(k) for k in keys if k in params}
+    return model, params
 
 
 class Evaluation:
@@ -506,12 +532,11 @@ class Evaluation:
         folders: Path,
         decoding: Decoding,
     ) -> Judge:
-        """The judge as ``judge(prompts) -> replies``: the named generator plugin, running a
-        registered model version when the params name one (the ``local`` generator), else
-        whatever its own params point at (an OpenAI-compatible endpoint)."""
-        params = _params(spec.judge)
-        max_new_tokens = int(params.pop("max_new_tokens", DEFAULT_JUDGE_TOKENS))
-        model = {k: params.pop(k) for k in JUDGE_MODEL_PARAMS if k in params}
+        """The judge as ``judge(prompts) -> replies``: the named generator plugin; the
+        ``local`` one runs the registered model version its params name, any other gets its
+        params as they are (``openai-compatible``: ``base_url``, ``model``, ...)."""
+        max_new_tokens = int(_params(spec.judge).get("max_new_tokens", DEFAULT_JUDGE_TOKENS))
+        model, params = _judge_params(spec.judge)
         base, weights, tokenizer = None, [], None
         if model.get("model_version_id") or model.get("model"):
             ref = common_pb2.ModelVersionRef(

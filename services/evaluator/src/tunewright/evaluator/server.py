@@ -12,12 +12,18 @@ as ``tw.evaluator.run.failed`` with reason ``CANCELLED`` so a pipeline waiting o
 ``StreamEvaluationRunEvents`` follows a run's status changes and progress messages until it
 ends. Runs and their events are kept as files under ``<data_dir>/evaluator/runs`` for
 Get/List/Stream.
+
+The control listener reads the control requests of the last ``evaluator.control_window_s``
+seconds when it starts, so a cancel published while this process restarted still stops the
+run when its request is redelivered; requests for runs that ended, or older than the window,
+are dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -33,6 +39,7 @@ from tunewright.core import subjects
 from tunewright.core.bus import Delivery, event_meta
 from tunewright.core.errors import FailedPrecondition, NotFound, TunewrightError
 from tunewright.core.ids import new_id, stable_id
+from tunewright.core.logs import format_exception_redacted
 from tunewright.core.registry_client import RegistryClient
 from tunewright.core.service import Consumer, GrpcBinding, ServiceContext, ServiceDefinition
 from tunewright.core.service import main as run_service_main
@@ -49,7 +56,8 @@ TERMINAL = (
     common_pb2.JOB_STATUS_FAILED,
     common_pb2.JOB_STATUS_CANCELLED,
 )
-_STREAM_POLL_S = 0.2
+#: a stream re-checks its run's status this often even when no event wakes it
+_STREAM_IDLE_S = 1.0
 log = logging.getLogger(__name__)
 
 
@@ -59,6 +67,7 @@ class RunStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        self._last_sequence: dict[str, int] = {}
 
     def _path(self, run_id: str) -> Path:
         if not run_id.replace("_", "").replace("-", "").isalnum():
@@ -84,26 +93,43 @@ class RunStore:
         ]
         return sorted(runs, key=lambda r: r.created_at.ToNanoseconds(), reverse=True)
 
-    # a run's events: one JSON line each, appended by this process's event loop only
+    # a run's events: one JSON line each, appended by this process's event loop only, so the
+    # last sequence of each run is kept in memory (counted from its file once) and readers
+    # read on from the byte offset where they stopped
+
+    def _events_path(self, run_id: str) -> Path:
+        return self._path(run_id).with_suffix(".events.jsonl")
 
     def add_event(self, event: common_pb2.JobEvent) -> common_pb2.JobEvent:
-        path = self._path(event.job_id).with_suffix(".events.jsonl")
-        event.sequence = len(self.events(event.job_id)) + 1
+        path = self._events_path(event.job_id)
+        last = self._last_sequence.get(event.job_id)
+        if last is None:
+            last = len(self.events(event.job_id))
+        event.sequence = last + 1
         event.created_at.GetCurrentTime()
         with path.open("a") as out:
             out.write(json_format.MessageToJson(event, indent=None) + "\n")
+        self._last_sequence[event.job_id] = event.sequence
         return event
 
-    def events(self, run_id: str, after_sequence: int = 0) -> list[common_pb2.JobEvent]:
-        path = self._path(run_id).with_suffix(".events.jsonl")
+    def read_events(self, run_id: str, offset: int = 0) -> tuple[list[common_pb2.JobEvent], int]:
+        """The events written from byte ``offset`` on (whole lines), and the offset after them."""
+        path = self._events_path(run_id)
         if not path.exists():
-            return []
+            return [], offset
+        with path.open("rb") as stream:
+            stream.seek(offset)
+            data = stream.read()
+        end = data.rfind(b"\n") + 1
         events = [
             json_format.Parse(line, common_pb2.JobEvent())
-            for line in path.read_text().splitlines()
+            for line in data[:end].decode().splitlines()
             if line.strip()
         ]
-        return [e for e in events if e.sequence > after_sequence]
+        return events, offset + end
+
+    def events(self, run_id: str, after_sequence: int = 0) -> list[common_pb2.JobEvent]:
+        return [e for e in self.read_events(run_id)[0] if e.sequence > after_sequence]
 
 
 @dataclass(frozen=True)
@@ -144,8 +170,18 @@ class Evaluator(evaluator_pb2_grpc.EvaluatorServiceServicer):
         self.workdir = data / "work"
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.lookup = RegistryClient(context.settings.evaluator.registry_address)
-        #: run id -> reason, for runs asked to stop (filled by the control listener)
-        self.cancel_requests: dict[str, str] = {}
+        #: run id -> (reason, when it was asked), for runs asked to stop (filled by the
+        #: control listener, taken by the run; stale entries are pruned)
+        self.cancel_requests: dict[str, tuple[str, dt.datetime]] = {}
+        #: run id -> set (and dropped) when the run gets an event; streams wait on it
+        self._event_added: dict[str, asyncio.Event] = {}
+
+    def _add_event(self, event: common_pb2.JobEvent) -> common_pb2.JobEvent:
+        recorded = self.store.add_event(event)
+        waiting = self._event_added.pop(event.job_id, None)
+        if waiting is not None:
+            waiting.set()
+        return recorded
 
     def _transition(self, run: evaluator_pb2.EvaluationRun, status: int, reason: str = "") -> None:
         """Change a run's status, store it, and record the change as an event of the run."""
@@ -157,7 +193,7 @@ class Evaluator(evaluator_pb2_grpc.EvaluatorServiceServicer):
             if status == common_pb2.JOB_STATUS_FAILED
             else common_pb2.EVENT_LEVEL_INFO
         )
-        self.store.add_event(
+        self._add_event(
             _event(run.id, f"{name}: {reason}" if reason else name, status=status, level=level)
         )
 
@@ -251,7 +287,7 @@ class Evaluator(evaluator_pb2_grpc.EvaluatorServiceServicer):
                 ),
                 key=f"{run.id}:cancel",
             )
-            self.store.add_event(_event(run.id, f"cancel requested: {reason}"))
+            self._add_event(_event(run.id, f"cancel requested: {reason}"))
         else:  # queued: nobody runs it yet; the worker skips it when the request arrives
             await self._cancel_here(run, reason)
         return evaluator_pb2.CancelEvaluationRunResponse(run=run)
@@ -259,26 +295,39 @@ class Evaluator(evaluator_pb2_grpc.EvaluatorServiceServicer):
     async def StreamEvaluationRunEvents(
         self, request: Any, context: Any
     ) -> AsyncIterator[evaluator_pb2.StreamEvaluationRunEventsResponse]:
-        self.store.get(request.run_id)  # NOT_FOUND before the stream starts
-        after = request.after_sequence
+        run_id = request.run_id
+        await asyncio.to_thread(self.store.get, run_id)  # NOT_FOUND before the stream starts
+        after, offset = request.after_sequence, 0
         while True:
-            for event in self.store.events(request.run_id, after):
-                after = event.sequence
-                yield evaluator_pb2.StreamEvaluationRunEventsResponse(event=event)
-            if self.store.get(request.run_id).status in TERMINAL and not self.store.events(
-                request.run_id, after
-            ):
+            # taken before reading, so an event added while we read wakes the wait below
+            added = self._event_added.setdefault(run_id, asyncio.Event())
+            events, offset = await asyncio.to_thread(self.store.read_events, run_id, offset)
+            for event in events:
+                if event.sequence > after:
+                    after = event.sequence
+                    yield evaluator_pb2.StreamEvaluationRunEventsResponse(event=event)
+            if events:
+                continue
+            # the status change that ends a run is itself an event, read before this check
+            if (await asyncio.to_thread(self.store.get, run_id)).status in TERMINAL:
+                self._event_added.pop(run_id, None)  # an ended run gets no more events
                 return
-            await asyncio.sleep(_STREAM_POLL_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(added.wait(), _STREAM_IDLE_S)
 
     # --- control ---
 
     async def control_loop(self) -> None:
-        """Every evaluator process reads every control request (new ones only)."""
+        """Every evaluator process reads every control request, from ``control_window_s``
+        back: one published while this process was down still cancels its run."""
+        window = dt.timedelta(seconds=self.context.settings.evaluator.control_window_s)
         sub = await self.context.bus.js.subscribe(
             subjects.EVALUATOR_CONTROL_REQUESTED,
             ordered_consumer=True,
-            deliver_policy=js_api.DeliverPolicy.NEW,
+            config=js_api.ConsumerConfig(
+                deliver_policy=js_api.DeliverPolicy.BY_START_TIME,
+                opt_start_time=dt.datetime.now(dt.UTC) - window,
+            ),
         )
         try:
             async for msg in sub.messages:
@@ -286,10 +335,39 @@ class Evaluator(evaluator_pb2_grpc.EvaluatorServiceServicer):
                     events_pb2.EvaluatorControlRequested
                 )
                 if request.action == events_pb2.CONTROL_ACTION_CANCEL:
-                    self.cancel_requests[request.run_id] = request.reason or "cancelled"
+                    ended = await asyncio.to_thread(self._ended, request.run_id)
+                    self._note_cancel(request, ended=ended)
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    def _ended(self, run_id: str) -> bool:
+        try:
+            return self.store.get(run_id).status in TERMINAL
+        except NotFound:
+            return False  # a run of another process, or one whose request has not come yet
+
+    def _note_cancel(self, request: events_pb2.EvaluatorControlRequested, *, ended: bool) -> None:
+        """Keep a cancel until its run takes it. Not kept: cancels of runs that have ended here
+        (replayed after a restart) and, pruned at every new one, cancels older than the window
+        (of runs another evaluator process holds, or that never came)."""
+        now = dt.datetime.now(dt.UTC)
+        oldest = now - dt.timedelta(seconds=self.context.settings.evaluator.control_window_s)
+        asked = (
+            request.meta.occurred_at.ToDatetime(tzinfo=dt.UTC)
+            if request.meta.HasField("occurred_at")
+            else now
+        )
+        if not ended:
+            self.cancel_requests[request.run_id] = (request.reason or "cancelled", asked)
+        for run_id, (_, at) in list(self.cancel_requests.items()):
+            if at < oldest:
+                del self.cancel_requests[run_id]
+
+    def _take_cancel(self, run_id: str) -> str | None:
+        """The reason this run was asked to stop, once; None when it was not."""
+        request = self.cancel_requests.pop(run_id, None)
+        return request[0] if request else None
 
     # --- the worker ---
 
@@ -304,17 +382,20 @@ class Evaluator(evaluator_pb2_grpc.EvaluatorServiceServicer):
             )
             run.created_at.GetCurrentTime()
         if run.status in TERMINAL:
+            self._take_cancel(run_id)  # nothing left to stop
             return  # a redelivery of a finished run, or a run cancelled while queued
-        if run_id in self.cancel_requests:  # cancelled by another system before it started
-            await self._cancel_here(run, self.cancel_requests.pop(run_id))
+        reason = self._take_cancel(run_id)
+        if reason is not None:  # cancelled (by another system, or before a restart) in time
+            await self._cancel_here(run, reason)
             return
         self._transition(run, common_pb2.JOB_STATUS_RUNNING)
         workspace = run.workspace
 
         async def progress(message: str) -> None:
-            if run_id in self.cancel_requests:
-                raise RunCancelled(self.cancel_requests.pop(run_id))
-            recorded = self.store.add_event(_event(run_id, message))
+            reason = self._take_cancel(run_id)
+            if reason is not None:
+                raise RunCancelled(reason)
+            recorded = self._add_event(_event(run_id, message))
             event = events_pb2.EvaluatorRunProgressed(
                 meta=event_meta(producer=PRODUCER, workspace=workspace), run_id=run_id
             )
@@ -352,8 +433,10 @@ class Evaluator(evaluator_pb2_grpc.EvaluatorServiceServicer):
             return
         except Exception as exc:
             # a bug or a model that cannot run: redelivering would fail the same way, so the
-            # run fails now (the message stays generic; the traceback goes to the log)
-            log.error("evaluation crashed run_id=%s", run_id, exc_info=True)
+            # run fails now. The log gets the type and frames but not the message (it may
+            # quote sample text), whatever formatter the process logs with.
+            trace = format_exception_redacted(sys.exc_info()).replace("%", "%%")
+            log.error("evaluation crashed run_id=%s error=%s\n" + trace, run_id, type(exc).__name__)
             await self._fail(
                 run, "EVALUATION_ERROR", f"{type(exc).__name__} during the evaluation (see log)"
             )

@@ -12,6 +12,12 @@ class EvaluatorSection(SettingsSection):
         default="127.0.0.1:50055",
         description="RegistryService gRPC address: model versions, dataset versions, runs.",
     )
+    control_window_s: float = Field(
+        default=86400.0,
+        gt=0,
+        description="How far back a starting evaluator reads control requests (cancels), so "
+        "one published while it was down still stops its run; older ones are dropped.",
+    )
 
 
 class EvaluatorSettings(TunewrightSettings):

@@ -147,6 +147,8 @@ class IngestWorker:
             job.history.add(status=common_pb2.JOB_STATUS_QUEUED, at=now_ts(), reason="received")
             job, _ = self.jobs.create(job, request_key=None)
         if job.status in TERMINAL:
+            # a redelivered request may come with its upload again: raw text must not outlive it
+            await self._delete_source(job)
             log.info("request for a finished job acked job_id=%s", job.id)
             return
         if self.jobs.cancel_requested(job.id):

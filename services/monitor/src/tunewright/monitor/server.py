@@ -21,6 +21,7 @@ Production traffic in, drift detections out:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -35,7 +36,7 @@ from google.protobuf import json_format
 from tunewright.common.v1 import common_pb2
 from tunewright.core import subjects
 from tunewright.core.artifacts import ArtifactRef
-from tunewright.core.bus import Delivery, event_meta
+from tunewright.core.bus import Delivery, UndecodableMessage, event_meta
 from tunewright.core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from tunewright.core.ids import stable_id
 from tunewright.core.registry_client import RegistryClient
@@ -58,6 +59,8 @@ JSONL = "application/jsonl"
 # parents of a model version whose training data also counts as its reference
 MAX_LINEAGE_DEPTH = 5
 ROW_CACHE_WINDOWS = 32
+# model versions whose training rows are kept in memory (least recently used go)
+TRAINING_CACHE_MODELS = 8
 log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
@@ -79,24 +82,48 @@ class Monitor:
             size=self.settings.window.size,
             max_wait_s=self.settings.window.max_wait_s,
             close=self.close_window,
+            capacity=self.traffic_concurrency,
         )
         if self.settings.canary.enabled:
             canary_spec(self.settings.canary.spec, "check")  # a bad spec stops start-up
-        self._training: dict[str, list[Row]] = {}
+        self._training: OrderedDict[str, list[Row]] = OrderedDict()
+        # traffic events acked without use (incomplete or undecodable), by reason
+        self.dropped: dict[str, int] = {}
         # scrubbed rows of recent windows (baseline windows are read again when evicted)
         self._rows: OrderedDict[str, list[Row]] = OrderedDict()
 
     # --- 1. traffic -> windows -> ingest ---
 
+    @property
+    def traffic_concurrency(self) -> int:
+        """Handlers of ``monitor-traffic`` at once: each waits until its window is closed."""
+        return self.settings.window.size
+
     async def on_traffic(self, delivery: Delivery) -> None:
-        event = delivery.decode(events_pb2.TrafficInteractionLogged)
-        if not event.interaction_id or not event.model_version_id:
-            raise InvalidArgument(
-                "a traffic event needs interaction_id and model_version_id",
-                reason="INCOMPLETE_INTERACTION",
-            )
+        try:
+            event = delivery.decode(events_pb2.TrafficInteractionLogged)
+        except UndecodableMessage:
+            self._drop("UNDECODABLE")
+            return
+        missing = [
+            name
+            for name in ("interaction_id", "model_version_id", "prompt")
+            if not getattr(event, name)
+        ]
+        if missing:
+            # acked and dropped: a dead letter would keep the raw text for the DLQ's lifetime
+            self._drop("MISSING_" + "_".join(m.upper() for m in missing))
+            return
         workspace = event.meta.workspace or delivery.workspace or "default"
         await self.windows.add(workspace, convert.interaction_from_event(event))
+
+    def _drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+        log.warning(
+            "invalid traffic event dropped reason=%s dropped_total=%d",
+            reason,
+            sum(self.dropped.values()),
+        )
 
     async def close_window(
         self, workspace: str, model_version_id: str, items: list[traffic.Interaction]
@@ -104,10 +131,16 @@ class Monitor:
         window_id = stable_id(
             "win", workspace, model_version_id, *sorted(i.interaction_id for i in items)
         )
+        existing = self.store.window(window_id)
+        if existing is not None and existing.status != "pending":
+            # a redelivered window ingest has already finished: uploading its raw text again
+            # would leave a copy nobody deletes
+            log.info("traffic window already handed over window_id=%s", window_id)
+            return
         times = sorted(i.at for i in items if i.at)
         data = traffic.window_jsonl(items, self.settings.window.attributes)
         ref = await self.context.artifacts.put_bytes(data, JSONL)
-        self.store.add_window(
+        added = self.store.add_window(
             Window(
                 id=window_id,
                 workspace=workspace,
@@ -134,15 +167,25 @@ class Monitor:
             filters=[_pass_through_filter()],
             labels={"source": "traffic", "window_id": window_id},
         )
-        await self.context.bus.publish(
-            subjects.INGEST_DATASET_REQUESTED,
-            events_pb2.IngestDatasetRequested(
-                meta=event_meta(producer=PRODUCER, workspace=workspace),
-                job_id=window_id,
-                spec=spec,
-            ),
-            key=window_id,
-        )
+        try:
+            await self.context.bus.publish(
+                subjects.INGEST_DATASET_REQUESTED,
+                events_pb2.IngestDatasetRequested(
+                    meta=event_meta(producer=PRODUCER, workspace=workspace),
+                    job_id=window_id,
+                    spec=spec,
+                ),
+                key=window_id,
+            )
+        except BaseException:
+            if added:
+                # nobody will delete an upload no ingest job names; the redelivered window
+                # starts again from nothing (a pending window from an earlier try may have a
+                # job in flight that owns the same content-addressed upload: left alone)
+                self.store.drop_pending_window(window_id)
+                with contextlib.suppress(Exception):
+                    await self.context.artifacts.delete(ref)
+            raise
         log.info(
             "traffic window closed window_id=%s model_version_id=%s interaction_count=%s",
             window_id,
@@ -271,8 +314,13 @@ class Monitor:
 
     async def request_retraining(self, window: Window, detection_id: str, rows: list[Row]) -> str:
         data, count = traffic.negatives_jsonl(rows, self.settings.policy.max_negatives)
-        if count == 0:
-            log.warning("no negative interactions to review detection_id=%s", detection_id)
+        if count < self.settings.policy.min_negatives:
+            log.warning(
+                "too few negative interactions to review detection_id=%s negatives=%d min=%d",
+                detection_id,
+                count,
+                self.settings.policy.min_negatives,
+            )
             return ""
         ref = await self.context.artifacts.put_bytes(data, JSONL)
         model = await self.registry.model_version(
@@ -370,8 +418,10 @@ class Monitor:
         return self._rows[window_id]
 
     async def _training_rows(self, workspace: str, model_version_id: str) -> list[Row]:
-        """Rows of the training data of the model version and its ancestors (sampled)."""
+        """Rows of the training data of the model version and its ancestors (sampled), less
+        the synthetic ones (:func:`traffic.reference_rows`)."""
         if model_version_id in self._training:
+            self._training.move_to_end(model_version_id)
             return self._training[model_version_id]
         rows: list[Row] = []
         next_id, depth = model_version_id, 0
@@ -390,17 +440,15 @@ class Monitor:
                 if ref is None:
                     continue
                 data = await self.context.artifacts.get_bytes(ArtifactRef.from_uri(ref.uri))
-                rows += [
-                    r
-                    for r in map(traffic.detector_row, read_split_rows(data, ref.media_type))
-                    if r is not None
-                ]
+                rows += traffic.reference_rows(read_split_rows(data, ref.media_type))
             next_id, depth = model.parent_model_version_id, depth + 1
         limit = self.settings.max_reference_rows
         if len(rows) > limit:
             picks = np.random.default_rng(0).choice(len(rows), size=limit, replace=False)
             rows = [rows[int(i)] for i in sorted(picks)]
         self._training[model_version_id] = rows
+        while len(self._training) > TRAINING_CACHE_MODELS:
+            self._training.popitem(last=False)
         return rows
 
 
@@ -492,7 +540,7 @@ def consumers(context: ServiceContext[MonitorSettings]) -> list[Consumer]:
     app = _monitor(context)
     return [
         # every interaction of an open window waits in its handler until the window is closed
-        Consumer("monitor-traffic", app.on_traffic, concurrency=app.settings.window.size),
+        Consumer("monitor-traffic", app.on_traffic, concurrency=app.traffic_concurrency),
         Consumer("monitor-facts", app.on_fact),
     ]
 

@@ -76,6 +76,12 @@ class PolicySection(SettingsSection):
         default=3, ge=1, description="Recent windows whose negative interactions are reviewed."
     )
     max_negatives: int = Field(default=500, ge=1, description="Cap on reviewed interactions.")
+    min_negatives: int = Field(
+        default=10,
+        ge=1,
+        description="Fewer negative interactions than this: alert only (the shipped pipeline's "
+        "feedback stage waits for 10 ranked prompts).",
+    )
 
 
 class CanarySection(SettingsSection):

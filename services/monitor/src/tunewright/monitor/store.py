@@ -114,6 +114,14 @@ class MonitorStore:
             )
             return cursor.rowcount == 1
 
+    def drop_pending_window(self, window_id: str) -> None:
+        """Forget a window whose hand-over to ingest failed (it is closed again when its
+        messages come back)."""
+        with self._lock:
+            self._db.execute(
+                "DELETE FROM windows WHERE id = ? AND status = 'pending'", (window_id,)
+            )
+
     def window(self, window_id: str) -> Window | None:
         with self._lock:
             row = self._db.execute("SELECT * FROM windows WHERE id = ?", (window_id,)).fetchone()

@@ -91,7 +91,19 @@ def detector_row(row: Mapping[str, Any]) -> dict[str, Any] | None:
         "escalated": _bool(row.get("escalated")),
         "resolved": _bool(row.get("resolved")),
         "interaction_id": str(row.get("interaction_id") or ""),
+        # written by the synth service; the training reference leaves such rows out
+        "synthetic": _bool(row.get("synthetic")),
     }
+
+
+def reference_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Training split rows as the reference of the content detectors.
+
+    Synthetic rows (``synthetic: "true"``, written by the synth service to fill thin
+    categories) are left out: they are not what users ask, and a reference padded with them
+    would make the topic mix of real traffic differ by construction.
+    """
+    return [r for r in map(detector_row, rows) if r is not None and not r["synthetic"]]
 
 
 def is_negative(row: Mapping[str, Any]) -> bool:

@@ -5,6 +5,12 @@ The handler of each interaction waits until its window has been closed (handed t
 only then is the message acknowledged: raw traffic never sits in the monitor's own storage,
 and a crash before the close leaves every message of the window in the stream to be
 delivered again (same interactions, same window id, same ingest job).
+
+Every waiting handler holds one of the consumer's ``capacity`` slots. With several model
+versions no window may fill while all slots wait on partial ones, so once the open windows
+hold ``capacity`` handlers the fullest is closed early (a smaller window, never a stall until
+``max_wait_s``). A failed close is :class:`Unavailable` for every handler: their messages come
+back with the consumer's backoff rather than being dead-lettered with their raw text.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from tunewright.core.errors import Unavailable
 from tunewright.monitor.traffic import Interaction
 
 log = logging.getLogger(__name__)
@@ -27,12 +34,17 @@ class _Open:
     future: asyncio.Future[None]
     timer: asyncio.TimerHandle
     items: dict[str, Interaction] = field(default_factory=dict)
+    handlers: int = 0  # handlers waiting on this window (consumer slots it holds)
 
 
 class WindowBuffer:
-    def __init__(self, *, size: int, max_wait_s: float, close: Close) -> None:
+    def __init__(
+        self, *, size: int, max_wait_s: float, close: Close, capacity: int | None = None
+    ) -> None:
         self.size = size
         self.max_wait_s = max_wait_s
+        # handlers that may wait at once (the consumer's concurrency); default: one window
+        self.capacity = capacity if capacity is not None else size
         self._close_cb = close
         self._open: dict[Key, _Open] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -50,9 +62,13 @@ class WindowBuffer:
             self._open[key] = window
         # a redelivered interaction still in the open window joins it once
         window.items.setdefault(item.interaction_id, item)
+        window.handlers += 1
         future = window.future
         if len(window.items) >= self.size:
             self._close_now(key)
+        elif sum(w.handlers for w in self._open.values()) >= self.capacity:
+            # every slot waits on a partial window: free the most of them at once
+            self._close_now(max(self._open, key=lambda k: len(self._open[k].items)))
         await asyncio.shield(future)
 
     def _close_now(self, key: Key) -> None:
@@ -74,7 +90,12 @@ class WindowBuffer:
                 model_version_id,
                 type(exc).__name__,
             )
-            window.future.set_exception(exc)
+            # retryable whatever it was: a dead letter would keep the raw text for its TTL
+            error = exc if isinstance(exc, Unavailable) else Unavailable(
+                f"closing the traffic window failed: {type(exc).__name__}",
+                reason="WINDOW_CLOSE_FAILED",
+            )
+            window.future.set_exception(error)
         else:
             window.future.set_result(None)
 

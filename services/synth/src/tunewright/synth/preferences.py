@@ -8,11 +8,14 @@ back in as a preference dataset version.
 2. :meth:`Preferences.collect`: the backend's rankings, one preference pair per ranked record
    (chosen: the response most annotators put first; rejected: the one most put last; ties go
    to the first annotator's ranking; a pair whose texts are equal teaches nothing and is
-   skipped), with the annotators kept on every row and agreement when several ranked a record,
-   written as a JSONL split and described as a ``preference`` dataset version whose parent is
-   the prompts' dataset version. With ``wait_timeout_seconds`` it polls a human backend (such
-   as Argilla) until ``min_records`` records are ranked, reporting progress; a simulated
-   backend ranks everything at once and never waits.
+   skipped), with the annotators kept on every row, written as a JSONL split and described as
+   a ``preference`` dataset version whose parent is the prompts' dataset version. Agreement
+   (the share of annotators who picked the chosen response) is averaged over the records at
+   least two people ranked, and that number of records is reported with it. Every ranked
+   record is either a pair or a drop with a reason (:data:`DROP_REASONS`), so ranked records
+   = pairs + drops. With ``wait_timeout_seconds`` it polls a human backend (such as Argilla)
+   until ``min_records`` records are ranked, reporting progress and stopping at once when the
+   job is cancelled; a simulated backend ranks everything at once and never waits.
 
 Transport-free: the registry and the backends come in as objects.
 """
@@ -26,13 +29,13 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from tunewright.common.v1 import common_pb2
 from tunewright.core.artifacts import ArtifactRef, ArtifactStore
-from tunewright.core.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from tunewright.core.errors import Cancelled, FailedPrecondition, FieldViolation, InvalidArgument
 from tunewright.core.model_versions import fetch_chain
 from tunewright.core.plugins import Registries
 from tunewright.core.splits import read_split_rows
@@ -40,6 +43,11 @@ from tunewright.registry.v1 import registry_pb2
 from tunewright.synth.v1 import synth_pb2
 
 Progress = Callable[[str, dict[str, float]], Awaitable[None]]
+
+#: why a ranked record gives no preference pair
+DROP_REASONS = ("below_min_annotators", "identical_responses", "unknown_record")
+#: longest a cancel waits while collection sleeps between polls
+_CANCEL_CHECK_S = 1.0
 
 
 class Registry(Protocol):
@@ -64,8 +72,13 @@ class Collected:
     dataset_version: registry_pb2.DatasetVersion
     pairs: int
     annotators: int
+    #: mean agreement over the records at least two annotators ranked (0 when none)
     agreement: float
     simulated: bool
+    #: records the agreement is averaged over
+    agreement_records: int = 0
+    #: ranked records that gave no pair, by reason (every reason present, zeros included)
+    drops: Mapping[str, int] = field(default_factory=dict)
 
 
 def _prompt_and_reference(row: Mapping[str, Any]) -> tuple[list[dict[str, str]], str] | None:
@@ -103,32 +116,47 @@ def _backend(plugins: Registries, ref: common_pb2.PluginRef, directory: Path) ->
     from google.protobuf import json_format
 
     params = json_format.MessageToDict(ref.params) if ref.HasField("params") else {}
-    return name, plugins.feedback_backends.get(name).factory(directory=directory / name, **params)
+    try:
+        backend = plugins.feedback_backends.get(name).factory(directory=directory / name, **params)
+    except (TypeError, ValueError) as exc:  # backends refuse bad params with these
+        raise InvalidArgument(
+            f"feedback backend {name!r}: {exc}",
+            reason="BAD_FEEDBACK_BACKEND_PARAMS",
+            field_violations=[FieldViolation("spec.feedback_backend.params", str(exc))],
+        ) from None
+    return name, backend
 
 
 @dataclass
 class _Found:
     rows: list[dict[str, Any]]
     annotators: set[str]
-    agreements: list[float]
+    agreements: list[float]  # records with at least two annotators only
     parents: set[str]
     ranked_records: int
+    drops: Counter[str]
 
 
 def _gather(backend: Any, dataset: str, min_annotators: int) -> _Found:
     """The backend's rankings as preference rows: one per record ranked by at least
     ``min_annotators`` people. Chosen is the response most annotators put first, rejected the
     one most put last (ties: the first annotator's ranking); agreement is the share of
-    annotators that picked the chosen one."""
+    annotators that picked the chosen one, kept for records two or more people ranked (one
+    annotator always agrees with themself). Records that give no pair are counted in
+    ``drops`` by reason."""
     rankings = backend.collect(dataset)
     records = {r["record_id"]: r for r in backend.records(dataset)}
     by_record: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for ranking in rankings:
         by_record[ranking["record_id"]].append(ranking)
-    found = _Found([], set(), [], set(), len(by_record))
+    found = _Found([], set(), [], set(), len(by_record), Counter())
     for record_id, ranked in sorted(by_record.items()):
         record = records.get(record_id)
-        if record is None or len(ranked) < min_annotators:
+        if record is None:
+            found.drops["unknown_record"] += 1
+            continue
+        if len(ranked) < min_annotators:
+            found.drops["below_min_annotators"] += 1
             continue
         best_votes = Counter(r["ranking"][0] for r in ranked)
         worst_votes = Counter(r["ranking"][-1] for r in ranked)
@@ -141,8 +169,10 @@ def _gather(backend: Any, dataset: str, min_annotators: int) -> _Found:
         )
         chosen, rejected = record["responses"][best], record["responses"][worst]
         if chosen.strip() == rejected.strip():
+            found.drops["identical_responses"] += 1
             continue
-        found.agreements.append(best_votes[best] / len(ranked))
+        if len(ranked) >= 2:
+            found.agreements.append(best_votes[best] / len(ranked))
         found.annotators.update(r["annotator"] for r in ranked)
         found.parents.add(record.get("prompts_dataset_version_id", ""))
         found.rows.append(
@@ -248,7 +278,11 @@ class Preferences:
         return Published(len(records), str(url), name, task.feedback_dataset)
 
     async def collect(
-        self, job_id: str, spec: synth_pb2.SynthJobSpec, progress: Progress | None = None
+        self,
+        job_id: str,
+        spec: synth_pb2.SynthJobSpec,
+        progress: Progress | None = None,
+        cancelled: Callable[[], bool] = lambda: False,
     ) -> Collected:
         """Rankings -> preference dataset version; waits for people when the task says so.
 
@@ -256,6 +290,8 @@ class Preferences:
         until ``min_records`` usable rankings (at least one) are there, reporting each change
         through ``progress``; then it fails with NOT_ENOUGH_FEEDBACK / NO_FEEDBACK like a task
         that does not wait. A simulated backend ranks everything at once: it never waits.
+        ``cancelled`` is checked before every poll and at least every second while waiting;
+        when it says so, :class:`Cancelled` is raised.
         """
         task = spec.feedback_collection
         workspace = spec.workspace or "default"
@@ -276,6 +312,8 @@ class Preferences:
         interval = task.poll_interval_seconds if task.poll_interval_seconds > 0 else 5
         reported = -1
         while True:
+            if cancelled():
+                raise Cancelled(f"synth job {job_id} cancelled while waiting for feedback")
             found = await asyncio.to_thread(
                 _gather, backend, task.feedback_dataset, task.min_annotators or 1
             )
@@ -287,7 +325,10 @@ class Preferences:
                     f"waiting for rankings in {name}: {reported}/{needed} records ranked",
                     {"step": float(reported), "total_steps": float(needed)},
                 )
-            await asyncio.sleep(min(interval, max(deadline - time.monotonic(), 0.0)))
+            wake = min(time.monotonic() + interval, deadline)
+            # a cancel is a flag in the job store, polled: there is no event to wait on
+            while not cancelled() and (left := wake - time.monotonic()) > 0:  # noqa: ASYNC110
+                await asyncio.sleep(min(left, _CANCEL_CHECK_S))
         rows = found.rows
         if task.min_records and len(rows) < task.min_records:
             waited = f" after waiting {wait_s} s" if wait_s else ""
@@ -313,11 +354,15 @@ class Preferences:
             produced_by=job_id,
             parent_version_ids=sorted(p for p in found.parents if p),
             counts=registry_pb2.RowCounts(
-                total=found.ranked_records, accepted=len(rows), train=len(rows)
+                total=found.ranked_records,
+                accepted=len(rows),
+                filtered=sum(found.drops.values()),
+                train=len(rows),
             ),
             labels={
                 "feedback_backend": name,
                 "simulated": str(simulated).lower(),
+                "agreement_records": str(len(found.agreements)),
             },
         )
         version.splits["train"].CopyFrom(
@@ -334,4 +379,6 @@ class Preferences:
             annotators=len(found.annotators),
             agreement=sum(found.agreements) / len(found.agreements) if found.agreements else 0.0,
             simulated=simulated,
+            agreement_records=len(found.agreements),
+            drops={reason: found.drops[reason] for reason in DROP_REASONS},
         )

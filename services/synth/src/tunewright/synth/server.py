@@ -180,7 +180,8 @@ def grpc_bindings(context: ServiceContext[SynthSettings]) -> list[GrpcBinding]:
 
 def consumers(context: ServiceContext[SynthSettings]) -> list[Consumer]:
     _jobs, worker = _wiring(context)
-    return [Consumer("synth-worker", worker.handle)]
+    concurrency = context.settings.synth.worker_concurrency
+    return [Consumer("synth-worker", worker.handle, concurrency=concurrency)]
 
 
 DEFINITION = ServiceDefinition(

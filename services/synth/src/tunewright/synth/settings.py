@@ -23,6 +23,12 @@ class SynthSection(SettingsSection):
         gt=0,
         description="How long a synthetic-examples job waits for ingest to curate its rows.",
     )
+    worker_concurrency: int = Field(
+        default=4,
+        ge=1,
+        description="Synth jobs one process runs at once: a feedback collection that waits "
+        "hours for people must not hold up the other jobs.",
+    )
 
 
 class SynthSettings(TunewrightSettings):

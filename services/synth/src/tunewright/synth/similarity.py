@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,9 +131,17 @@ def _model_path(name: str) -> Path:
     return path
 
 
-@functools.lru_cache(maxsize=2)
+_LOADING = threading.Lock()  # concurrent jobs load the model once, not once each
+
+
 def load_embedder(name: str) -> Embedder:
     """The embedding model ``name`` (cached per process; loading takes seconds)."""
+    with _LOADING:
+        return _load_embedder(name)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_embedder(name: str) -> Embedder:
     path = _model_path(name)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub
     from sentence_transformers import SentenceTransformer

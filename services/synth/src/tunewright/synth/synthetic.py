@@ -3,8 +3,10 @@
 After Self-Instruct (Wang et al., 2022, arXiv:2212.10560): new requests are generated from a
 few seed requests shown in the prompt, then answered, then filtered against what exists.
 
-1. **Seeds**: every row of a dataset version (both splits; SFT chat rows). The category of a
-   row is its ``category_field`` column (default ``category``).
+1. **Seeds**: the rows of a dataset version (SFT chat rows). The category of a row is its
+   ``category_field`` column (default ``category``). Only ``train`` rows are shown to the
+   generator; ``eval`` rows are counted and filtered against (a synthetic row must not
+   near-duplicate a held-out one) but never put in a prompt.
 2. **Targets**: the categories named in the task, else the *thin* ones: the seed dataset's
    curation report counts rows per category (``split.eval_by_label`` when ingest stratified
    by that field), else the rows are counted; a category below ``thin_fraction`` of the
@@ -23,13 +25,17 @@ few seed requests shown in the prompt, then answered, then filtered against what
    ``embedding`` (``similar_existing`` / ``similar_generated``: cosine of MiniLM sentence
    embeddings of the request), ``judge`` (``judge_low_score``: the generator scores the
    answer 1-5), and last the cap ``over_cap`` (synthetic rows may be at most
-   ``max_synthetic_share`` of seed + synthetic rows; kept round-robin across categories).
+   ``max_synthetic_share`` of the seed's train rows + synthetic rows; kept round-robin across
+   categories).
 5. **Rows**: the seed rows as they are, plus each accepted row as a chat row with its category
    and provenance columns ``synthetic`` (``"true"``; seed rows get ``"false"`` unless they
    already say), ``synthetic_generator`` (plugin and model), ``synthetic_prompt`` (the request
    prompt, JSON: the seeds it showed come from the already curated dataset) and
-   ``synth_job_id``. The service sends these rows through ingest (PII scrub, dedup, filters,
-   split) to become a dataset version.
+   ``synth_job_id``. Every row carries :data:`SPLIT_PIN_FIELD`: the seed's eval rows are
+   pinned to ``eval``, its train rows and every synthetic row to ``train``. The service sends
+   these rows through ingest (PII scrub, dedup, filters) with the split stratified by that
+   column, which ingest honours as a pin: the parent's eval split stays the eval split and no
+   model-written row is evaluated on.
 
 The report (:attr:`Synthesis.report`) lists every candidate by index with its category and
 fate (reason, the seed line or candidate it duplicates, the score), never text. Transport-free:
@@ -83,6 +89,10 @@ JUDGE_SYSTEM = (
     "You rate answers to support requests from 1 (useless or wrong) to 5 (correct, helpful, "
     "polite). Reply with the digit only."
 )
+#: the row column that pins a row to a split; ingest's split (``tunewright.ingest.split``)
+#: sends a row labelled ``pin:train`` / ``pin:eval`` to that split when stratifying by it
+SPLIT_PIN_FIELD = "split_pin"
+PIN = {"train": "pin:train", "eval": "pin:eval"}
 
 
 class Registry(Protocol):
@@ -173,6 +183,7 @@ class Seed:
     line: int
     messages: Messages
     category: str
+    split: str = "train"
 
     @property
     def request(self) -> str:
@@ -189,13 +200,23 @@ class Seed:
         return out
 
 
-def seeds_from_rows(rows: Sequence[Mapping[str, Any]], category_field: str) -> list[Seed]:
+def seeds_from_rows(
+    rows: Sequence[Mapping[str, Any]], category_field: str, splits: Sequence[str] = ()
+) -> list[Seed]:
+    """Chat rows as seeds; ``splits`` names each row's split (default: all ``train``)."""
     seeds = []
     for line, row in enumerate(rows):
         if "messages" not in row:
             continue
         category = row.get(category_field)
-        seeds.append(Seed(line, _turns(row["messages"]), "" if category is None else str(category)))
+        seeds.append(
+            Seed(
+                line,
+                _turns(row["messages"]),
+                "" if category is None else str(category),
+                splits[line] if splits else "train",
+            )
+        )
     return seeds
 
 
@@ -271,7 +292,10 @@ def judge_prompt(request: str, answer: str) -> Messages:
 
 _LABEL = re.compile(r"^\s*(?:(?:new\s+)?request|message|question|answer)\s*:\s*", re.IGNORECASE)
 _NUMBERING = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+")
-_SCORE = re.compile(r"\b([1-5])\b")
+#: a standalone 1-5 (not part of 10, 3.5, ...); the last one in the reply is the score
+_SCORE = re.compile(r"(?<![\d.])([1-5])(?![\d]|\.\d)")
+#: what is not a score: a quoted scale ("1-5", "1 to 5") and a denominator ("/5", "out of 5")
+_NOT_SCORE = re.compile(r"\d\s*(?:-|\u2013|to)\s*\d|(?:/|out\s+of)\s*\d+", re.IGNORECASE)
 
 
 def parse_request(text: str) -> str | None:
@@ -290,8 +314,10 @@ def parse_answer(text: str) -> str | None:
 
 
 def parse_score(text: str) -> int | None:
-    match = _SCORE.search(text)
-    return int(match.group(1)) if match else None
+    """The judge's score: the last standalone digit 1-5 once quoted scales and denominators
+    are removed ("On a 1-5 scale: 4" is 4, "4 out of 5" is 4); ``None`` when there is none."""
+    matches = _SCORE.findall(_NOT_SCORE.sub(" ", text))
+    return int(matches[-1]) if matches else None
 
 
 # --- heuristics --------------------------------------------------------------------------
@@ -338,13 +364,20 @@ class SyntheticExamples:
         self.workdir = workdir
         self.embedding_model = embedding_model
 
-    async def _seed_rows(self, dataset: registry_pb2.DatasetVersion) -> list[dict[str, Any]]:
+    async def _seed_rows(
+        self, dataset: registry_pb2.DatasetVersion
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """The rows of every split and the split of each (eval first: when ingest dedups the
+        output, a held-out row wins over a train row it nearly duplicates)."""
         rows: list[dict[str, Any]] = []
+        splits: list[str] = []
         for split in sorted(dataset.splits):  # eval, train: stable order
             ref = dataset.splits[split]
             data = await self.artifacts.get_bytes(ArtifactRef.from_uri(ref.uri))
-            rows += read_split_rows(data, ref.media_type)
-        return rows
+            read = read_split_rows(data, ref.media_type)
+            rows += read
+            splits += [split] * len(read)
+        return rows, splits
 
     async def _report(self, dataset: registry_pb2.DatasetVersion) -> dict[str, Any] | None:
         if not dataset.HasField("curation_report") or not dataset.curation_report.uri:
@@ -379,10 +412,14 @@ class SyntheticExamples:
                     FieldViolation("spec.synthetic_examples.seed_dataset", "not sft")
                 ],
             )
-        rows = await self._seed_rows(dataset)
-        seeds = seeds_from_rows(rows, task.category_field)
-        if not seeds:
-            raise FailedPrecondition(f"no chat rows in {dataset.id}", reason="NO_SEED_ROWS")
+        rows, splits = await self._seed_rows(dataset)
+        seeds = seeds_from_rows(rows, task.category_field, splits)
+        # only train rows are shown to the generator; eval rows are still filtered against
+        train_seeds = [s for s in seeds if s.split == "train"]
+        if not train_seeds:
+            raise FailedPrecondition(
+                f"no chat rows in the train split of {dataset.id}", reason="NO_SEED_ROWS"
+            )
         counts = category_counts(seeds, await self._report(dataset), task.category_field)
         targets = list(task.target_categories) or thin_categories(counts, task.thin_fraction)
         if not targets and not any(seed.category for seed in seeds):
@@ -401,11 +438,11 @@ class SyntheticExamples:
 
         rng = random.Random(task.decoding.seed)
         by_category: dict[str, list[Seed]] = defaultdict(list)
-        for seed in seeds:
+        for seed in train_seeds:
             by_category[seed.category].append(seed)
         candidates: list[Candidate] = []
         for category, n in plan.items():
-            pool = by_category.get(category) or seeds
+            pool = by_category.get(category) or train_seeds
             for _ in range(n):
                 shown = rng.sample(pool, min(task.seeds_per_prompt, len(pool)))
                 prompt = request_prompt(category, [s.request for s in shown])
@@ -422,7 +459,7 @@ class SyntheticExamples:
             asked = [c for c in candidates if c.request]
             answer_prompts = []
             for c in asked:
-                pool = [s for s in by_category.get(c.category) or seeds if s.exchange]
+                pool = [s for s in by_category.get(c.category) or train_seeds if s.exchange]
                 example = rng.choice(pool).exchange if pool else []
                 answer_prompts.append(answer_prompt(example, c.request or ""))
             answers = await generate(answer_prompts, task.decoding.max_new_tokens)
@@ -478,14 +515,15 @@ class SyntheticExamples:
                     {"accepted": sum(c.fate == "accepted" for c in candidates)},
                 )
 
-        cap = _cap(len(seeds), task.max_synthetic_share)
+        cap = _cap(len(train_seeds), task.max_synthetic_share)
         _apply_cap([c for c in candidates if c.fate == "accepted"], cap)
 
         accepted = [c for c in candidates if c.fate == "accepted"]
         out_rows = []
-        for row in rows:
+        for row, split in zip(rows, splits, strict=True):
             copy = {k: v for k, v in row.items() if v is not None}
             copy.setdefault("synthetic", "false")
+            copy[SPLIT_PIN_FIELD] = PIN["eval" if split == "eval" else "train"]
             out_rows.append(copy)
         for c in accepted:
             out_rows.append(
@@ -499,6 +537,7 @@ class SyntheticExamples:
                     "synthetic_generator": provenance,
                     "synthetic_prompt": json.dumps(c.prompt, ensure_ascii=False),
                     "synth_job_id": job_id,
+                    SPLIT_PIN_FIELD: PIN["train"],
                 }
             )
         fates = Counter(c.fate for c in candidates)
@@ -506,10 +545,18 @@ class SyntheticExamples:
             "generated": len(candidates),
             "accepted": fates.pop("accepted", 0),
             "seed_rows": len(seeds),
+            "seed_train_rows": len(train_seeds),
             "synthetic_cap": cap,
             **{f"filtered_{reason}": n for reason, n in sorted(fates.items())},
         }
-        assert result_counts["generated"] == result_counts["accepted"] + sum(fates.values())
+        filtered = sum(n for key, n in result_counts.items() if key.startswith("filtered_"))
+        counts_add_up = result_counts["generated"] == result_counts["accepted"] + filtered
+        if not counts_add_up:  # every candidate has exactly one fate; anything else is a bug
+            raise FailedPrecondition(
+                f"synth job {job_id}: {result_counts['generated']} generated but "
+                f"{result_counts['accepted']} accepted + {filtered} filtered",
+                reason="COUNTS_MISMATCH",
+            )
         report = {
             "job_id": job_id,
             "seed_dataset_version_id": dataset.id,
@@ -520,7 +567,7 @@ class SyntheticExamples:
             "filters": [{"name": f.name, "params": dict(f.params)} for f in task.filters],
             "max_synthetic_share": task.max_synthetic_share,
             "counts": result_counts,
-            "counts_add_up": True,
+            "counts_add_up": counts_add_up,
             "accepted_by_category": dict(sorted(Counter(c.category for c in accepted).items())),
             "candidates": [
                 {"index": c.index, "category": c.category, "fate": c.fate, **c.detail}

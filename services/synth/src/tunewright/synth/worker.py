@@ -48,7 +48,12 @@ from tunewright.synth import convert
 from tunewright.synth.jobs import TERMINAL, JobStore, now_ts
 from tunewright.synth.preferences import Preferences
 from tunewright.synth.settings import SynthSettings
-from tunewright.synth.synthetic import Synthesis, SynthesisTask, SyntheticExamples
+from tunewright.synth.synthetic import (
+    SPLIT_PIN_FIELD,
+    Synthesis,
+    SynthesisTask,
+    SyntheticExamples,
+)
 from tunewright.synth.v1 import synth_pb2
 
 log = logging.getLogger(__name__)
@@ -216,7 +221,12 @@ class SynthWorker:
         async def progress(message: str, metrics: dict[str, float]) -> None:
             await self.job_event(job, message, metrics=metrics)
 
-        collected = await self.preferences.collect(job.id, job.spec, progress=progress)
+        collected = await self.preferences.collect(
+            job.id,
+            job.spec,
+            progress=progress,
+            cancelled=lambda: self.jobs.cancel_requested(job.id),
+        )
         await self.context.bus.publish(
             subjects.FEEDBACK_DATASET_COLLECTED,
             events_pb2.FeedbackDatasetCollected(
@@ -231,7 +241,13 @@ class SynthWorker:
             key=job.id,
         )
         job.dataset_version_id = collected.dataset_version.id
-        job.counts.update(pairs=collected.pairs, annotators=collected.annotators)
+        job.counts.update(
+            pairs=collected.pairs,
+            annotators=collected.annotators,
+            ranked_records=collected.dataset_version.counts.total,
+            agreement_records=collected.agreement_records,
+            **{f"dropped_{reason}": n for reason, n in collected.drops.items()},
+        )
         await self.set_status(job, common_pb2.JOB_STATUS_SUCCEEDED, "feedback collected")
 
     async def _synthetic(self, job: synth_pb2.SynthJob) -> None:
@@ -302,7 +318,6 @@ class SynthWorker:
         source = await self.context.artifacts.put_bytes(synthesis.jsonl(), "application/jsonl")
         job.ingest_job_id = f"{job.id}-ingest"
         self.jobs.save(job)
-        curated_rows = seed.counts.train + seed.counts.eval
         spec = ingest_pb2.IngestSpec(
             origin=registry_pb2.DATASET_SOURCE_SYNTHETIC,
             workspace=job.workspace,
@@ -317,10 +332,10 @@ class SynthWorker:
                 "synth_job_id": job.id,
                 "generator": str(synthesis.report["generator"]),
             },
+            # every row is pinned (the seed's eval rows to eval, the rest to train): the
+            # parent's eval split stays as it was and no synthetic row lands in eval
             split=ingest_pb2.SplitSpec(
-                eval_fraction=min(0.5, seed.counts.eval / curated_rows) if curated_rows else 0.1,
-                seed=task.decoding.seed,
-                stratify_by=task.category_field if any(synthesis.targets) else "",
+                eval_fraction=0.0, seed=task.decoding.seed, stratify_by=SPLIT_PIN_FIELD
             ),
         )
         await self.job_event(job, f"curating through ingest job {job.ingest_job_id}")
