@@ -5,38 +5,14 @@ pointed at it, and `down` leaves none of its processes behind. Real processes, f
 from __future__ import annotations
 
 import json
-import os
-import socket
 import stat
 import subprocess
-import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 import yaml
-
-TW = str(Path(sys.executable).parent / "tunewright")
-SERVICES = ("registry", "ingest", "synth", "trainer", "evaluator", "monitor")
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
 
 
 def _children(pid: int) -> list[int]:
@@ -53,31 +29,26 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _tw(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TW_", "ARGILLA_"))}
-    env["COLUMNS"] = "200"
-    result = subprocess.run(
-        [TW, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=180
-    )
-    if check:
-        assert result.returncode == 0, result.stdout + result.stderr
-    return result
+def test_up_with_argilla_status_down(tmp_path: Path, stack_cli: Any) -> None:
+    def tw(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+        # Argilla's own ARGILLA_* env vars must not reach the stack either
+        return stack_cli.run(  # type: ignore[no-any-return]
+            *args, cwd=cwd, check=check, timeout=180, drop_env=("TW_", "ARGILLA_")
+        )
 
-
-def test_up_with_argilla_status_down(tmp_path: Path) -> None:
-    ports = _free_ports(len(SERVICES) + 2)
+    ports = stack_cli.free_ports(len(stack_cli.services) + 2)
     config = {
         "data_dir": str(tmp_path / "data"),
         "stack": {
             "nats_port": ports[0],
             "argilla_port": ports[1],
-            "ports": dict(zip(SERVICES, ports[2:], strict=True)),
+            "ports": dict(zip(stack_cli.services, ports[2:], strict=True)),
         },
     }
     (tmp_path / "tunewright.yaml").write_text(yaml.safe_dump(config))
     started = time.monotonic()
     try:
-        out = _tw("up", "--with-argilla", "--config", "tunewright.yaml", cwd=tmp_path).stdout
+        out = tw("up", "--with-argilla", "--config", "tunewright.yaml", cwd=tmp_path).stdout
         print(f"\nup --with-argilla: {time.monotonic() - started:.1f} s")
         assert "argilla: started" in out
         state = json.loads((tmp_path / "data" / "stack.json").read_text())
@@ -100,13 +71,13 @@ def test_up_with_argilla_status_down(tmp_path: Path) -> None:
         synth_env = Path(f"/proc/{state['services']['synth']['pid']}/environ").read_bytes()
         assert f"ARGILLA_API_URL=http://127.0.0.1:{ports[1]}".encode() in synth_env.split(b"\0")
 
-        status = _tw("status", "--json", "--config", "tunewright.yaml", cwd=tmp_path)
+        status = tw("status", "--json", "--config", "tunewright.yaml", cwd=tmp_path)
         rows = {s["name"]: s for s in json.loads(status.stdout)["services"]}
         assert rows["argilla"]["health"] == "SERVING" and rows["argilla"]["running"]
 
-        again = _tw("up", "--with-argilla", "--config", "tunewright.yaml", cwd=tmp_path).stdout
+        again = tw("up", "--with-argilla", "--config", "tunewright.yaml", cwd=tmp_path).stdout
         assert "argilla: already running" in again
     finally:
-        down = _tw("down", "--config", "tunewright.yaml", cwd=tmp_path, check=False)
+        down = tw("down", "--config", "tunewright.yaml", cwd=tmp_path, check=False)
     assert "argilla: stopped" in down.stdout
-    assert not _alive(argilla_pid) and not _alive(redis_pid)
+    assert not stack_cli.alive(argilla_pid) and not stack_cli.alive(redis_pid)

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
+import yaml
 
 from tunewright.common.v1 import common_pb2
 from tunewright.core.service import start_service
@@ -28,6 +30,16 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "support-tickets"
 
 
+def _ci_sized(spec_yaml: str) -> str:
+    """The example pipeline with a smaller evaluation: the answers' scoring (bootstrap CIs of
+    corpus BLEU over ~160-token answers) dominates its run time; training stays as it is."""
+    spec = yaml.safe_load(spec_yaml)
+    evaluate = next(s for s in spec["stages"] if s["name"] == "evaluate")["spec"]
+    evaluate["max_samples"] = 16
+    return yaml.safe_dump(spec, sort_keys=False)
+
+
+@pytest.mark.timeout(600)  # the whole demo pipeline on CPU: ~3 min on 2 idle cores
 async def test_the_example_pipeline_runs_end_to_end(
     nats_url: str, tmp_path: Path, ticketgen: Any, upload: Any
 ) -> None:
@@ -56,18 +68,18 @@ async def test_the_example_pipeline_runs_end_to_end(
             run = (
                 await rstub.SubmitPipelineRun(
                     registry_pb2.SubmitPipelineRunRequest(
-                        spec_yaml=(EXAMPLE / "pipeline.yaml").read_text(),
+                        spec_yaml=_ci_sized((EXAMPLE / "pipeline.yaml").read_text()),
                         parameters={"source": artifact.uri},
                     )
                 )
             ).run
-            for _ in range(3000):
+            while time.monotonic() - started < 540:
                 run = (
                     await rstub.GetPipelineRun(registry_pb2.GetPipelineRunRequest(run_id=run.id))
                 ).run
                 if run.status >= common_pb2.JOB_STATUS_SUCCEEDED:
                     break
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(0.5)
             stages = {s.name: (s.status, dict(s.outputs), s.error.message) for s in run.stages}
             print(f"\ndemo pipeline: {time.monotonic() - started:.0f} s, {stages}")
             assert run.status == common_pb2.JOB_STATUS_SUCCEEDED, (run.error, stages)
@@ -98,6 +110,13 @@ async def test_the_example_pipeline_runs_end_to_end(
                 print(f"  {c.metric} vs {c.baseline}: {c.candidate_value:.4f} vs {c.baseline_value:.4f}, "
                       f"delta {c.delta:+.4f} [{c.ci_low:+.4f}, {c.ci_high:+.4f}]")  # fmt: skip
             assert evaluation.run.verdict.passed
+            values = {(r.role, m.name): m.value for r in evaluation.run.results for m in r.metrics}
+            # the answers were really trained: whole tickets fit the training window, so the
+            # SFT model's perplexity on held-out answers is far below the untrained base's
+            # (which sits near the vocabulary size) and its greedy answers end with EOS
+            assert values["sft", "perplexity"] < values["base", "perplexity"] / 10, values
+            assert values["sft", "generation_smoke"] > 0.5, values
+            assert values["base", "generation_smoke"] == 0.0, values
             prefs = run.stages[3].outputs["dataset_version_id"]
             graph = await rstub.GetLineage(
                 registry_pb2.GetLineageRequest(

@@ -140,6 +140,7 @@ async def test_shifted_traffic_is_flagged_and_starts_a_linked_retraining_run(
                 )
 
             dataset_id = await _until(curated, what="the training set")
+            training_job = job
 
             async def recorded() -> bool:  # the registry has taken in the curated fact
                 try:
@@ -317,10 +318,10 @@ async def test_shifted_traffic_is_flagged_and_starts_a_linked_retraining_run(
                 subjects.INGEST_DATASET_REQUESTED,
                 events_pb2.IngestDatasetRequested(
                     meta=event_meta(producer="e2e", workspace="default"),
-                    job_id=job.id,
-                    spec=job.spec,
+                    job_id=training_job.id,
+                    spec=training_job.spec,
                 ),
-                key=f"{job.id}/again",
+                key=f"{training_job.id}/again",
             )
             await _until(training_upload_deleted, what="ingest to delete a finished job's upload")
     finally:

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -30,49 +31,19 @@ from tunewright.core import catalog
 from tunewright.core.nats_server import find_binary
 from tunewright.core.settings import GrpcSettings
 
-TW = str(Path(sys.executable).parent / "tunewright")
-SERVICES = ("registry", "ingest", "synth", "trainer", "evaluator", "monitor")
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
-
-
-def _tw(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TW_")}
-    env["COLUMNS"] = "200"
-    result = subprocess.run(
-        [TW, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"tunewright {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}"
-        )
-    return result
-
 
 @pytest.fixture
-def stack_dir(tmp_path: Path) -> Iterator[Path]:
-    nats_port, *ports = _free_ports(1 + len(SERVICES))
-    config = {"stack": {"nats_port": nats_port, "ports": dict(zip(SERVICES, ports, strict=True))}}
+def stack_dir(tmp_path: Path, stack_cli: Any) -> Iterator[Path]:
+    nats_port, *ports = stack_cli.free_ports(1 + len(stack_cli.services))
+    config = {
+        "stack": {
+            "nats_port": nats_port,
+            "ports": dict(zip(stack_cli.services, ports, strict=True)),
+        }
+    }
     (tmp_path / "tunewright.yaml").write_text(yaml.safe_dump(config))
     yield tmp_path
-    _tw("down", "--config", "tunewright.yaml", cwd=tmp_path, check=False)
+    stack_cli.run("down", "--config", "tunewright.yaml", cwd=tmp_path, check=False)
 
 
 def state_text_of(data_dir: Path) -> str:
@@ -86,17 +57,17 @@ def _pids(data_dir: Path) -> dict[str, int]:
     return pids
 
 
-def test_up_status_down(stack_dir: Path) -> None:
-    _tw("up", "--config", "tunewright.yaml", cwd=stack_dir)
+def test_up_status_down(stack_dir: Path, stack_cli: Any) -> None:
+    stack_cli.run("up", "--config", "tunewright.yaml", cwd=stack_dir)
     first = _pids(stack_dir)
-    assert set(first) == {*SERVICES, "nats"}
+    assert set(first) == {*stack_cli.services, "nats"}
 
     status = json.loads(
-        _tw("status", "--json", "--config", "tunewright.yaml", cwd=stack_dir).stdout
+        stack_cli.run("status", "--json", "--config", "tunewright.yaml", cwd=stack_dir).stdout
     )
     assert status["healthy"] is True
     by_name = {s["name"]: s for s in status["services"]}
-    for name in SERVICES:
+    for name in stack_cli.services:
         assert by_name[name]["health"] == "SERVING", by_name[name]
         reflected = set(by_name[name]["reflected_services"])
         # every server lists its own service, health and reflection
@@ -107,32 +78,36 @@ def test_up_status_down(stack_dir: Path) -> None:
     assert all(c["num_pending"] == 0 for c in status["consumers"])
 
     # up twice starts nothing twice
-    again = _tw("up", "--config", "tunewright.yaml", cwd=stack_dir)
-    assert again.stdout.count("already running") == 1 + len(SERVICES), again.stdout
+    again = stack_cli.run("up", "--config", "tunewright.yaml", cwd=stack_dir)
+    assert again.stdout.count("already running") == 1 + len(stack_cli.services), again.stdout
     assert _pids(stack_dir) == first
 
-    human = _tw("status", "--config", "tunewright.yaml", cwd=stack_dir).stdout
+    human = stack_cli.run("status", "--config", "tunewright.yaml", cwd=stack_dir).stdout
     assert "TW_TRAINER_WORK" in human and "trainer-worker" in human
 
-    _tw("down", "--config", "tunewright.yaml", cwd=stack_dir)
+    stack_cli.run("down", "--config", "tunewright.yaml", cwd=stack_dir)
     deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in first.values()) and time.monotonic() < deadline:
+    while any(stack_cli.alive(pid) for pid in first.values()) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not [name for name, pid in first.items() if _alive(pid)], "down left processes behind"
+    assert not [name for name, pid in first.items() if stack_cli.alive(pid)], (
+        "down left processes behind"
+    )
     assert not (stack_dir / ".tunewright" / "stack.json").exists()
 
-    down = _tw("status", "--json", "--config", "tunewright.yaml", cwd=stack_dir, check=False)
+    down = stack_cli.run(
+        "status", "--json", "--config", "tunewright.yaml", cwd=stack_dir, check=False
+    )
     assert down.returncode == 1
     assert all(s["health"] == "UNREACHABLE" for s in json.loads(down.stdout)["services"])
 
 
-def test_up_restarts_only_what_died(stack_dir: Path) -> None:
-    _tw("up", "--config", "tunewright.yaml", cwd=stack_dir)
+def test_up_restarts_only_what_died(stack_dir: Path, stack_cli: Any) -> None:
+    stack_cli.run("up", "--config", "tunewright.yaml", cwd=stack_dir)
     before = _pids(stack_dir)
     os.kill(before["trainer"], 9)
-    while _alive(before["trainer"]):
+    while stack_cli.alive(before["trainer"]):
         time.sleep(0.05)
-    out = _tw("up", "--config", "tunewright.yaml", cwd=stack_dir).stdout
+    out = stack_cli.run("up", "--config", "tunewright.yaml", cwd=stack_dir).stdout
     assert "trainer: started" in out
     after = _pids(stack_dir)
     assert after["trainer"] != before["trainer"]
@@ -141,7 +116,7 @@ def test_up_restarts_only_what_died(stack_dir: Path) -> None:
     }
 
 
-def test_up_reports_a_service_that_cannot_start(stack_dir: Path) -> None:
+def test_up_reports_a_service_that_cannot_start(stack_dir: Path, stack_cli: Any) -> None:
     config = yaml.safe_load((stack_dir / "tunewright.yaml").read_text())
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
@@ -149,7 +124,7 @@ def test_up_reports_a_service_that_cannot_start(stack_dir: Path) -> None:
     config["stack"]["ports"]["registry"] = busy.getsockname()[1]
     (stack_dir / "tunewright.yaml").write_text(yaml.safe_dump(config))
     try:
-        result = _tw("up", "--config", "tunewright.yaml", cwd=stack_dir, check=False)
+        result = stack_cli.run("up", "--config", "tunewright.yaml", cwd=stack_dir, check=False)
     finally:
         busy.close()
     assert result.returncode == 1
@@ -157,9 +132,9 @@ def test_up_reports_a_service_that_cannot_start(stack_dir: Path) -> None:
     assert "cannot bind" in result.stderr
 
 
-def test_unknown_setting_is_an_error(tmp_path: Path) -> None:
+def test_unknown_setting_is_an_error(tmp_path: Path, stack_cli: Any) -> None:
     (tmp_path / "bad.yaml").write_text("stack:\n  nats_prot: 4999\n")
-    result = _tw("up", "--config", "bad.yaml", cwd=tmp_path, check=False)
+    result = stack_cli.run("up", "--config", "bad.yaml", cwd=tmp_path, check=False)
     assert result.returncode != 0
     assert "nats_prot" in result.stderr
 
@@ -224,9 +199,9 @@ def test_recorded_nats_url_is_masked_and_status_uses_the_configured_one(tmp_path
 
 
 @pytest.fixture
-def nats_with_password(tmp_path: Path) -> Iterator[str]:
+def nats_with_password(tmp_path: Path, stack_cli: Any) -> Iterator[str]:
     """A nats-server that wants user ``tw`` / password ``s3cret-pw``; yields its address."""
-    (port,) = _free_ports(1)
+    (port,) = stack_cli.free_ports(1)
     store = tmp_path / "external-nats"
     args = [str(find_binary()), "-js", "-sd", str(store), "-a", "127.0.0.1", "-p", str(port)]
     proc = subprocess.Popen(
@@ -251,7 +226,7 @@ def nats_with_password(tmp_path: Path) -> Iterator[str]:
 
 
 def test_up_hands_settings_to_services_and_probes_with_tls_and_token(
-    stack_dir: Path, nats_with_password: str
+    stack_dir: Path, nats_with_password: str, stack_cli: Any
 ) -> None:
     cert, key = stack_dir / "cert.pem", stack_dir / "key.pem"
     subprocess.run(
@@ -271,8 +246,8 @@ def test_up_hands_settings_to_services_and_probes_with_tls_and_token(
     (stack_dir / "tunewright.yaml").write_text(yaml.safe_dump(config))
     url = f"nats://tw:s3cret-pw@{nats_with_password}"
     # the services only reach SERVING if they got the NATS credentials and the TLS files
-    up = _tw("up", "--config", "tunewright.yaml", "--nats-url", url, cwd=stack_dir)
-    status = _tw("status", "--json", "--config", "tunewright.yaml", cwd=stack_dir)
+    up = stack_cli.run("up", "--config", "tunewright.yaml", "--nats-url", url, cwd=stack_dir)
+    status = stack_cli.run("status", "--json", "--config", "tunewright.yaml", cwd=stack_dir)
     report = json.loads(status.stdout)
     assert report["healthy"] is True, status.stdout  # TLS probes, NATS with credentials
     # status knows the URL from stack.json, masked: it connects without the userinfo, with
@@ -312,7 +287,7 @@ time.sleep(60)
 """
 
 
-def test_down_kills_the_process_group_after_the_timeout(tmp_path: Path) -> None:
+def test_down_kills_the_process_group_after_the_timeout(tmp_path: Path, stack_cli: Any) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-c", STUBBORN_SERVICE, "tunewright.trainer.server"],
         stdout=subprocess.PIPE,
@@ -329,6 +304,6 @@ def test_down_kills_the_process_group_after_the_timeout(tmp_path: Path) -> None:
     assert said == ["trainer: did not stop in time, killing"]
     assert proc.wait(5) == -9
     deadline = time.monotonic() + 5
-    while _alive(child_pid) and time.monotonic() < deadline:
+    while stack_cli.alive(child_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _alive(child_pid), "the service's child outlived it"
+    assert not stack_cli.alive(child_pid), "the service's child outlived it"

@@ -185,6 +185,9 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
         "TW_TRAFFIC",
         "monitor-traffic",
         max_ack_pending=2000,
+        # raw interactions must never be copied to the dead-letter stream: retry (at the last
+        # backoff, 2 min) for longer than TW_TRAFFIC keeps them, so they only ever expire there
+        max_deliver=10_000,
         description="monitor: batch raw interactions into windows for the ingest path",
     ),
     ConsumerSpec(

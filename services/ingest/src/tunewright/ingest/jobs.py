@@ -1,171 +1,49 @@
 """Ingest job state: a small SQLite file in ``<data_dir>/ingest/jobs.sqlite``.
 
 Why SQLite and not only events: Get/List/Stream must answer for jobs that finished before the
-process started, and a cancel must reach the worker that runs the job. Each job row holds the
-whole ``IngestJob`` message (plus the PII audit reference and the published
-``DatasetVersion``); job events (``common.v1.JobEvent``, one ``sequence`` per job) sit in
-their own table so a stream can resume with ``after_sequence``. The same events also go out
-on NATS (``tw.ingest.job.progressed``). Workers that share the data dir (one host) share the
-state; a multi-host deployment would point every worker at one database (future work).
-
-All access goes through one connection under a lock; every call is a short transaction.
+process started, and a cancel must reach the worker that runs the job. The store is
+:class:`tunewright.core.job_store.JobStore` (a row per ``IngestJob``, job events with a
+``sequence`` per job so a stream can resume with ``after_sequence``, the cancel flag); each
+row here also keeps the PII audit reference and the published ``DatasetVersion``. The same
+events also go out on NATS (``tw.ingest.job.progressed``). Workers that share the data dir
+(one host) share the state; a multi-host deployment would point every worker at one database
+(future work).
 """
 
 from __future__ import annotations
 
-import sqlite3
-import threading
-import time
-from collections.abc import Iterable
 from pathlib import Path
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from tunewright.common.v1 import common_pb2
-from tunewright.core.errors import NotFound
+from tunewright.core import job_store
+from tunewright.core.job_store import TERMINAL, now_ts
 from tunewright.ingest.v1 import ingest_pb2
 from tunewright.registry.v1 import registry_pb2
 
-JobStatus = common_pb2.JobStatus
-TERMINAL = frozenset(
-    {common_pb2.JOB_STATUS_SUCCEEDED, common_pb2.JOB_STATUS_FAILED, common_pb2.JOB_STATUS_CANCELLED}
-)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    workspace TEXT NOT NULL,
-    request_key TEXT UNIQUE,
-    status INTEGER NOT NULL,
-    created_at REAL NOT NULL,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    job BLOB NOT NULL,
-    pii_audit BLOB,
-    dataset_version BLOB
-);
-CREATE INDEX IF NOT EXISTS jobs_by_workspace ON jobs (workspace, created_at, id);
-CREATE TABLE IF NOT EXISTS events (
-    job_id TEXT NOT NULL,
-    sequence INTEGER NOT NULL,
-    event BLOB NOT NULL,
-    PRIMARY KEY (job_id, sequence)
-);
-"""
+__all__ = ["TERMINAL", "JobStore", "now_ts"]
 
 
-def now_ts() -> Timestamp:
-    ts = Timestamp()
-    ts.GetCurrentTime()
-    return ts
-
-
-class JobStore:
+class JobStore(job_store.JobStore[ingest_pb2.IngestJob]):
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
-        self._lock = threading.Lock()
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    # --- jobs ---
-    def create(
-        self, job: ingest_pb2.IngestJob, *, request_key: str | None
-    ) -> tuple[ingest_pb2.IngestJob, bool]:
-        """Insert ``job``; with a ``request_key`` already used, return that job instead.
-
-        :returns: (job, created)
-        """
-        with self._lock:
-            if request_key:
-                row = self._db.execute(
-                    "SELECT job FROM jobs WHERE request_key = ?", (request_key,)
-                ).fetchone()
-                if row:
-                    return ingest_pb2.IngestJob.FromString(row[0]), False
-            existing = self._db.execute("SELECT job FROM jobs WHERE id = ?", (job.id,)).fetchone()
-            if existing:
-                return ingest_pb2.IngestJob.FromString(existing[0]), False
-            self._db.execute(
-                "INSERT INTO jobs (id, workspace, request_key, status, created_at, job) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (job.id, job.workspace, request_key, job.status, time.time(),
-                 job.SerializeToString()),
-            )  # fmt: skip
-            return job, True
-
-    def get(self, job_id: str) -> ingest_pb2.IngestJob:
-        with self._lock:
-            row = self._db.execute("SELECT job FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        if row is None:
-            raise NotFound(f"ingest job {job_id!r} not found", reason="INGEST_JOB_NOT_FOUND")
-        return ingest_pb2.IngestJob.FromString(row[0])
-
-    def find(self, job_id: str) -> ingest_pb2.IngestJob | None:
-        try:
-            return self.get(job_id)
-        except NotFound:
-            return None
-
-    def save(self, job: ingest_pb2.IngestJob) -> None:
-        with self._lock:
-            self._db.execute(
-                "UPDATE jobs SET status = ?, job = ? WHERE id = ?",
-                (job.status, job.SerializeToString(), job.id),
-            )
-
-    def set_status(
-        self, job: ingest_pb2.IngestJob, status: int, reason: str = ""
-    ) -> ingest_pb2.IngestJob:
-        job.status = status  # type: ignore[assignment]
-        job.history.add(status=status, at=now_ts(), reason=reason)  # type: ignore[arg-type]
-        if status in TERMINAL:
-            job.finished_at.CopyFrom(now_ts())
-        self.save(job)
-        return job
-
-    def list_jobs(
-        self, workspace: str, *, statuses: Iterable[int] = (), offset: int = 0, limit: int = 50
-    ) -> list[ingest_pb2.IngestJob]:
-        wanted = sorted(set(statuses))
-        query = "SELECT job FROM jobs WHERE workspace = ?"
-        params: list[object] = [workspace]
-        if wanted:
-            query += f" AND status IN ({', '.join('?' * len(wanted))})"
-            params += wanted
-        query += " ORDER BY created_at, id LIMIT ? OFFSET ?"
-        params += [limit, offset]
-        with self._lock:
-            rows = self._db.execute(query, params).fetchall()
-        return [ingest_pb2.IngestJob.FromString(r[0]) for r in rows]
+        super().__init__(
+            path,
+            ingest_pb2.IngestJob.FromString,
+            kind="ingest",
+            extra_columns=("pii_audit BLOB", "dataset_version BLOB"),
+        )
 
     def source_in_use(self, sha256: str, *, besides: str) -> bool:
         """Whether a queued or running job other than ``besides`` reads the source ``sha256``."""
         done = sorted(TERMINAL)
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT job FROM jobs WHERE id != ? AND status NOT IN ({', '.join('?' * len(done))})",
-                (besides, *done),
-            ).fetchall()
+        rows = self._query(
+            f"SELECT job FROM jobs WHERE id != ? AND status NOT IN ({', '.join('?' * len(done))})",
+            (besides, *done),
+        )
         for (blob,) in rows:
             source = ingest_pb2.IngestJob.FromString(blob).spec.source
             if source.sha256 == sha256 or source.uri.endswith(sha256):
                 return True
         return False
-
-    def request_cancel(self, job_id: str) -> None:
-        with self._lock:
-            self._db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
-
-    def cancel_requested(self, job_id: str) -> bool:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)
-            ).fetchone()
-        return bool(row and row[0])
 
     # --- results ---
     def set_result(
@@ -175,45 +53,18 @@ class JobStore:
         pii_audit: common_pb2.ArtifactRef,
         dataset_version: registry_pb2.DatasetVersion,
     ) -> None:
-        with self._lock:
-            self._db.execute(
-                "UPDATE jobs SET pii_audit = ?, dataset_version = ? WHERE id = ?",
-                (pii_audit.SerializeToString(), dataset_version.SerializeToString(), job_id),
-            )
+        self._query(
+            "UPDATE jobs SET pii_audit = ?, dataset_version = ? WHERE id = ?",
+            (pii_audit.SerializeToString(), dataset_version.SerializeToString(), job_id),
+        )
 
     def result(
         self, job_id: str
     ) -> tuple[common_pb2.ArtifactRef | None, registry_pb2.DatasetVersion | None]:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT pii_audit, dataset_version FROM jobs WHERE id = ?", (job_id,)
-            ).fetchone()
-        if row is None:
-            raise NotFound(f"ingest job {job_id!r} not found", reason="INGEST_JOB_NOT_FOUND")
-        audit = common_pb2.ArtifactRef.FromString(row[0]) if row[0] else None
-        version = registry_pb2.DatasetVersion.FromString(row[1]) if row[1] else None
+        rows = self._query("SELECT pii_audit, dataset_version FROM jobs WHERE id = ?", (job_id,))
+        if not rows:
+            raise self.not_found(job_id)
+        audit_blob, version_blob = rows[0]
+        audit = common_pb2.ArtifactRef.FromString(audit_blob) if audit_blob else None
+        version = registry_pb2.DatasetVersion.FromString(version_blob) if version_blob else None
         return audit, version
-
-    # --- events ---
-    def add_event(self, event: common_pb2.JobEvent) -> common_pb2.JobEvent:
-        """Store ``event`` with the job's next sequence number (set on the event)."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT COALESCE(MAX(sequence), 0) FROM events WHERE job_id = ?", (event.job_id,)
-            ).fetchone()
-            event.sequence = int(row[0]) + 1
-            if not event.HasField("created_at"):
-                event.created_at.CopyFrom(now_ts())
-            self._db.execute(
-                "INSERT INTO events (job_id, sequence, event) VALUES (?, ?, ?)",
-                (event.job_id, event.sequence, event.SerializeToString()),
-            )
-        return event
-
-    def events(self, job_id: str, after_sequence: int = 0) -> list[common_pb2.JobEvent]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT event FROM events WHERE job_id = ? AND sequence > ? ORDER BY sequence",
-                (job_id, after_sequence),
-            ).fetchall()
-        return [common_pb2.JobEvent.FromString(r[0]) for r in rows]

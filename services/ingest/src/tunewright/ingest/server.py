@@ -39,7 +39,6 @@ from tunewright.ingest.worker import IngestWorker, new_job_id
 
 SERVICE_NAME = ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name
 _STREAM_POLL_S = 0.2
-_MAX_PAGE = 1000
 
 
 class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
@@ -223,19 +222,10 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     async def ListIngestJobs(
         self, request: ingest_pb2.ListIngestJobsRequest, context: Any
     ) -> ingest_pb2.ListIngestJobsResponse:
-        size = min(request.page.page_size or 50, _MAX_PAGE)
-        try:
-            offset = int(request.page.page_token or "0")
-        except ValueError:
-            raise InvalidArgument("page.page_token is not a token this server issued") from None
-        workspace = request.workspace or self.settings.workspace
-        jobs = self.jobs.list_jobs(
-            workspace, statuses=request.statuses, offset=offset, limit=size + 1
+        jobs, page = self.jobs.list_page(
+            request.workspace or self.settings.workspace, request.statuses, request.page
         )
-        token = str(offset + size) if len(jobs) > size else ""
-        return ingest_pb2.ListIngestJobsResponse(
-            jobs=jobs[:size], page=common_pb2.PageResponse(next_page_token=token)
-        )
+        return ingest_pb2.ListIngestJobsResponse(jobs=jobs, page=page)
 
     async def CancelIngestJob(
         self, request: ingest_pb2.CancelIngestJobRequest, context: Any
@@ -257,16 +247,10 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     async def StreamIngestJobEvents(
         self, request: ingest_pb2.StreamIngestJobEventsRequest, context: Any
     ) -> AsyncIterator[ingest_pb2.StreamIngestJobEventsResponse]:
-        after = request.after_sequence
-        self.jobs.get(request.job_id)  # NOT_FOUND before the stream starts
-        while True:
-            done = self.jobs.get(request.job_id).status in TERMINAL
-            for event in self.jobs.events(request.job_id, after):
-                after = event.sequence
-                yield ingest_pb2.StreamIngestJobEventsResponse(event=event)
-            if done:
-                return
-            await asyncio.sleep(_STREAM_POLL_S)
+        async for event in self.jobs.follow_events(
+            request.job_id, request.after_sequence, poll_s=_STREAM_POLL_S
+        ):
+            yield ingest_pb2.StreamIngestJobEventsResponse(event=event)
 
     async def GetCurationReport(
         self, request: ingest_pb2.GetCurationReportRequest, context: Any

@@ -91,11 +91,12 @@ class WindowBuffer:
                 type(exc).__name__,
             )
             # retryable whatever it was: a dead letter would keep the raw text for its TTL
-            error = exc if isinstance(exc, Unavailable) else Unavailable(
-                f"closing the traffic window failed: {type(exc).__name__}",
-                reason="WINDOW_CLOSE_FAILED",
-            )
-            window.future.set_exception(error)
+            if not isinstance(exc, Unavailable):
+                exc = Unavailable(
+                    f"closing the traffic window failed: {type(exc).__name__}",
+                    reason="WINDOW_CLOSE_FAILED",
+                )
+            window.future.set_exception(exc)
         else:
             window.future.set_result(None)
 

@@ -11,7 +11,6 @@ domain errors become status codes in the core's error interceptor.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import sys
 import uuid
@@ -30,7 +29,6 @@ from tunewright.synth.worker import SynthWorker
 
 SERVICE_NAME = synth_pb2.DESCRIPTOR.services_by_name["SynthService"].full_name
 _STREAM_POLL_S = 0.2
-_MAX_PAGE = 1000
 
 
 def new_job_id(workspace: str, request_id: str = "") -> str:
@@ -113,21 +111,10 @@ class SynthServicer(synth_pb2_grpc.SynthServiceServicer):
     async def ListSynthJobs(
         self, request: synth_pb2.ListSynthJobsRequest, context: Any
     ) -> synth_pb2.ListSynthJobsResponse:
-        size = min(request.page.page_size or 50, _MAX_PAGE)
-        try:
-            offset = int(request.page.page_token or "0")
-        except ValueError:
-            raise InvalidArgument("page.page_token is not a token this server issued") from None
-        jobs = self.jobs.list_jobs(
-            request.workspace or self.settings.workspace,
-            statuses=request.statuses,
-            offset=offset,
-            limit=size + 1,
+        jobs, page = self.jobs.list_page(
+            request.workspace or self.settings.workspace, request.statuses, request.page
         )
-        token = str(offset + size) if len(jobs) > size else ""
-        return synth_pb2.ListSynthJobsResponse(
-            jobs=jobs[:size], page=common_pb2.PageResponse(next_page_token=token)
-        )
+        return synth_pb2.ListSynthJobsResponse(jobs=jobs, page=page)
 
     async def CancelSynthJob(
         self, request: synth_pb2.CancelSynthJobRequest, context: Any
@@ -148,16 +135,10 @@ class SynthServicer(synth_pb2_grpc.SynthServiceServicer):
     async def StreamSynthJobEvents(
         self, request: synth_pb2.StreamSynthJobEventsRequest, context: Any
     ) -> AsyncIterator[synth_pb2.StreamSynthJobEventsResponse]:
-        after = request.after_sequence
-        self.jobs.get(request.job_id)  # NOT_FOUND before the stream starts
-        while True:
-            done = self.jobs.get(request.job_id).status in TERMINAL
-            for event in self.jobs.events(request.job_id, after):
-                after = event.sequence
-                yield synth_pb2.StreamSynthJobEventsResponse(event=event)
-            if done:
-                return
-            await asyncio.sleep(_STREAM_POLL_S)
+        async for event in self.jobs.follow_events(
+            request.job_id, request.after_sequence, poll_s=_STREAM_POLL_S
+        ):
+            yield synth_pb2.StreamSynthJobEventsResponse(event=event)
 
 
 def _wiring(context: ServiceContext[SynthSettings]) -> tuple[JobStore, SynthWorker]:

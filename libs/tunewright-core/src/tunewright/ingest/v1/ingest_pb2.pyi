@@ -429,7 +429,10 @@ class SplitSpec(_message.Message):
     """fraction of accepted rows held out for evaluation"""
     seed: _builtins.int
     stratify_by: _builtins.str
-    """keep the category mix equal across splits"""
+    """keep the category mix equal across splits; a row whose value in this column is
+    "pin:train" or "pin:eval" goes to that split whatever the fraction (synth keeps a parent's
+    eval split this way)
+    """
     def __init__(
         self,
         *,
