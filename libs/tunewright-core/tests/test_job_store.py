@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tunewright.common.v1 import common_pb2
-from tunewright.core.errors import InvalidArgument, NotFound
+from tunewright.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from tunewright.core.job_store import JobStore, now_ts
 from tunewright.synth.v1 import synth_pb2
 
@@ -95,11 +95,18 @@ def test_list_page_walks_a_workspace_with_tokens(store: JobStore[synth_pb2.Synth
         store.list_page("acme", [], common_pb2.PageRequest(page_token="not-a-number"))
 
 
-def test_cancel_flag(store: JobStore[synth_pb2.SynthJob]) -> None:
+def test_cancel_flag_only_for_unfinished_jobs(store: JobStore[synth_pb2.SynthJob]) -> None:
     store.create(_job("j1"))
     assert not store.cancel_requested("j1")
-    store.request_cancel("j1")
+    assert store.request_cancel("j1").id == "j1"
     assert store.cancel_requested("j1") and not store.cancel_requested("missing")
+    done, _ = store.create(_job("j2"))
+    store.set_status(done, common_pb2.JOB_STATUS_SUCCEEDED)
+    with pytest.raises(FailedPrecondition, match="synth job j2 has already finished") as err:
+        store.request_cancel("j2")
+    assert err.value.reason == "JOB_FINISHED" and not store.cancel_requested("j2")
+    with pytest.raises(NotFound):
+        store.request_cancel("missing")
 
 
 def test_events_get_per_job_sequences_and_resume(store: JobStore[synth_pb2.SynthJob]) -> None:

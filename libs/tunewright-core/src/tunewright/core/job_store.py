@@ -25,7 +25,7 @@ from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from tunewright.common.v1 import common_pb2
-from tunewright.core.errors import InvalidArgument, NotFound
+from tunewright.core.errors import FailedPrecondition, InvalidArgument, NotFound
 
 __all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "TERMINAL", "JobMessage", "JobStore", "now_ts"]
 
@@ -201,8 +201,18 @@ class JobStore(Generic[J]):
         token = str(offset + size) if len(jobs) > size else ""
         return jobs[:size], common_pb2.PageResponse(next_page_token=token)
 
-    def request_cancel(self, job_id: str) -> None:
+    def request_cancel(self, job_id: str) -> J:
+        """Raise the job's cancel flag (its worker polls :meth:`cancel_requested`).
+
+        :returns: the job as it was; a finished job cannot be cancelled (``JOB_FINISHED``).
+        """
+        job = self.get(job_id)
+        if job.status in TERMINAL:
+            raise FailedPrecondition(
+                f"{self._kind} job {job_id} has already finished", reason="JOB_FINISHED"
+            )
         self._query("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
+        return job
 
     def cancel_requested(self, job_id: str) -> bool:
         rows = self._query("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,))

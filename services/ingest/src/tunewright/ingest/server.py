@@ -230,12 +230,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     async def CancelIngestJob(
         self, request: ingest_pb2.CancelIngestJobRequest, context: Any
     ) -> ingest_pb2.CancelIngestJobResponse:
-        job = self.jobs.get(request.job_id)
-        if job.status in TERMINAL:
-            raise FailedPrecondition(
-                f"ingest job {job.id} has already finished", reason="JOB_FINISHED"
-            )
-        self.jobs.request_cancel(job.id)
+        job = self.jobs.request_cancel(request.job_id)
         if job.status == common_pb2.JOB_STATUS_QUEUED:
             # not started: the worker acks its request without running it
             await self.worker.set_status(

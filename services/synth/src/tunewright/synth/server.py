@@ -18,11 +18,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from tunewright.common.v1 import common_pb2
-from tunewright.core.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from tunewright.core.errors import FieldViolation, InvalidArgument
 from tunewright.core.service import Consumer, GrpcBinding, ServiceContext, ServiceDefinition
 from tunewright.core.service import main as run_service_main
 from tunewright.synth import convert
-from tunewright.synth.jobs import TERMINAL, JobStore, now_ts
+from tunewright.synth.jobs import JobStore, now_ts
 from tunewright.synth.settings import SynthSettings
 from tunewright.synth.v1 import synth_pb2, synth_pb2_grpc
 from tunewright.synth.worker import SynthWorker
@@ -119,12 +119,7 @@ class SynthServicer(synth_pb2_grpc.SynthServiceServicer):
     async def CancelSynthJob(
         self, request: synth_pb2.CancelSynthJobRequest, context: Any
     ) -> synth_pb2.CancelSynthJobResponse:
-        job = self.jobs.get(request.job_id)
-        if job.status in TERMINAL:
-            raise FailedPrecondition(
-                f"synth job {job.id} has already finished", reason="JOB_FINISHED"
-            )
-        self.jobs.request_cancel(job.id)
+        job = self.jobs.request_cancel(request.job_id)
         if job.status == common_pb2.JOB_STATUS_QUEUED:
             # not started: the worker acks its request without running it
             await self.worker.set_status(

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from tunewright.common.v1 import common_pb2 as tunewright_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ftunewright/synth/v1/synth.proto\x12\x13tunewright.synth.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!tunewright/common/v1/common.proto\"\xf3\x03\n\x15SyntheticExamplesTask\x12=\n\x0cseed_dataset\x18\x01 \x01(\x0b\x32\'.tunewright.common.v1.DatasetVersionRef\x12\x32\n\tgenerator\x18\x02 \x01(\x0b\x32\x1f.tunewright.common.v1.PluginRef\x12\x34\n\x05model\x18\x03 \x01(\x0b\x32%.tunewright.common.v1.ModelVersionRef\x12\x14\n\x0cnum_examples\x18\x04 \x01(\x05\x12\x19\n\x11target_categories\x18\x05 \x03(\t\x12\x1b\n\x13max_synthetic_share\x18\x06 \x01(\x01\x12\x30\n\x07\x66ilters\x18\x07 \x03(\x0b\x32\x1f.tunewright.common.v1.PluginRef\x12\x14\n\x0chuman_review\x18\x08 \x01(\x08\x12\x16\n\x0eoutput_dataset\x18\t \x01(\t\x12:\n\ngeneration\x18\n \x01(\x0b\x32&.tunewright.common.v1.GenerationConfig\x12\x16\n\x0e\x63\x61tegory_field\x18\x0b \x01(\t\x12\x18\n\x10seeds_per_prompt\x18\x0c \x01(\x05\x12\x15\n\rthin_fraction\x18\r \x01(\x01\"\xce\x02\n\x18PreferenceCandidatesTask\x12\x38\n\x07prompts\x18\x01 \x01(\x0b\x32\'.tunewright.common.v1.DatasetVersionRef\x12\x34\n\x05model\x18\x02 \x01(\x0b\x32%.tunewright.common.v1.ModelVersionRef\x12\x1c\n\x14responses_per_prompt\x18\x03 \x01(\x05\x12\x39\n\x10\x66\x65\x65\x64\x62\x61\x63k_backend\x18\x04 \x01(\x0b\x32\x1f.tunewright.common.v1.PluginRef\x12\x18\n\x10\x66\x65\x65\x64\x62\x61\x63k_dataset\x18\x05 \x01(\t\x12:\n\ngeneration\x18\x06 \x01(\x0b\x32&.tunewright.common.v1.GenerationConfig\x12\x13\n\x0bmax_prompts\x18\x07 \x01(\x05\"\xef\x01\n\x16\x46\x65\x65\x64\x62\x61\x63kCollectionTask\x12\x39\n\x10\x66\x65\x65\x64\x62\x61\x63k_backend\x18\x01 \x01(\x0b\x32\x1f.tunewright.common.v1.PluginRef\x12\x18\n\x10\x66\x65\x65\x64\x62\x61\x63k_dataset\x18\x02 \x01(\t\x12\x16\n\x0emin_annotators\x18\x03 \x01(\x05\x12\x16\n\x0eoutput_dataset\x18\x04 \x01(\t\x12\x13\n\x0bmin_records\x18\x05 \x01(\x05\x12\x1c\n\x14wait_timeout_seconds\x18\x06 \x01(\x03\x12\x1d\n\x15poll_interval_seconds\x18\x07 \x01(\x05\"\x9d\x02\n\x0cSynthJobSpec\x12\x11\n\tworkspace\x18\x01 \x01(\t\x12H\n\x12synthetic_examples\x18\x02 \x01(\x0b\x32*.tunewright.synth.v1.SyntheticExamplesTaskH\x00\x12N\n\x15preference_candidates\x18\x03 \x01(\x0b\x32-.tunewright.synth.v1.PreferenceCandidatesTaskH\x00\x12J\n\x13\x66\x65\x65\x64\x62\x61\x63k_collection\x18\x04 \x01(\x0b\x32+.tunewright.synth.v1.FeedbackCollectionTaskH\x00\x12\x0c\n\x04seed\x18\x05 \x01(\x03\x42\x06\n\x04task\"\xa7\x04\n\x08SynthJob\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tworkspace\x18\x02 \x01(\t\x12/\n\x04spec\x18\x03 \x01(\x0b\x32!.tunewright.synth.v1.SynthJobSpec\x12/\n\x06status\x18\x04 \x01(\x0e\x32\x1f.tunewright.common.v1.JobStatus\x12\x37\n\x07history\x18\x05 \x03(\x0b\x32&.tunewright.common.v1.StatusTransition\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12\x64\x61taset_version_id\x18\x08 \x01(\t\x12\x39\n\x06\x63ounts\x18\t \x03(\x0b\x32).tunewright.synth.v1.SynthJob.CountsEntry\x12\x30\n\x05\x65rror\x18\n \x01(\x0b\x32!.tunewright.common.v1.ErrorDetail\x12\x15\n\ringest_job_id\x18\x0b \x01(\t\x12\x31\n\x06report\x18\x0c \x01(\x0b\x32!.tunewright.common.v1.ArtifactRef\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\\\n\x15SubmitSynthJobRequest\x12/\n\x04spec\x18\x01 \x01(\x0b\x32!.tunewright.synth.v1.SynthJobSpec\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"D\n\x16SubmitSynthJobResponse\x12*\n\x03job\x18\x01 \x01(\x0b\x32\x1d.tunewright.synth.v1.SynthJob\"$\n\x12GetSynthJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"A\n\x13GetSynthJobResponse\x12*\n\x03job\x18\x01 \x01(\x0b\x32\x1d.tunewright.synth.v1.SynthJob\"\x8d\x01\n\x14ListSynthJobsRequest\x12\x11\n\tworkspace\x18\x01 \x01(\t\x12/\n\x04page\x18\x02 \x01(\x0b\x32!.tunewright.common.v1.PageRequest\x12\x31\n\x08statuses\x18\x03 \x03(\x0e\x32\x1f.tunewright.common.v1.JobStatus\"v\n\x15ListSynthJobsResponse\x12+\n\x04jobs\x18\x01 \x03(\x0b\x32\x1d.tunewright.synth.v1.SynthJob\x12\x30\n\x04page\x18\x02 \x01(\x0b\x32\".tunewright.common.v1.PageResponse\"7\n\x15\x43\x61ncelSynthJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"D\n\x16\x43\x61ncelSynthJobResponse\x12*\n\x03job\x18\x01 \x01(\x0b\x32\x1d.tunewright.synth.v1.SynthJob\"E\n\x1bStreamSynthJobEventsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"M\n\x1cStreamSynthJobEventsResponse\x12-\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1e.tunewright.common.v1.JobEvent2\xad\x04\n\x0cSynthService\x12i\n\x0eSubmitSynthJob\x12*.tunewright.synth.v1.SubmitSynthJobRequest\x1a+.tunewright.synth.v1.SubmitSynthJobResponse\x12`\n\x0bGetSynthJob\x12\'.tunewright.synth.v1.GetSynthJobRequest\x1a(.tunewright.synth.v1.GetSynthJobResponse\x12\x66\n\rListSynthJobs\x12).tunewright.synth.v1.ListSynthJobsRequest\x1a*.tunewright.synth.v1.ListSynthJobsResponse\x12i\n\x0e\x43\x61ncelSynthJob\x12*.tunewright.synth.v1.CancelSynthJobRequest\x1a+.tunewright.synth.v1.CancelSynthJobResponse\x12}\n\x14StreamSynthJobEvents\x12\x30.tunewright.synth.v1.StreamSynthJobEventsRequest\x1a\x31.tunewright.synth.v1.StreamSynthJobEventsResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ftunewright/synth/v1/synth.proto\x12\x13tunewright.synth.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!tunewright/common/v1/common.proto\"\x8a\x05\n\x15SyntheticExamplesTask\x12=\n\x0cseed_dataset\x18\x01 \x01(\x0b\x32\'.tunewright.common.v1.DatasetVersionRef\x12\x32\n\tgenerator\x18\x02 \x01(\x0b\x32\x1f.tunewright.common.v1.PluginRef\x12\x34\n\x05model\x18\x03 \x01(\x0b\x32%.tunewright.common.v1.ModelVersionRef\x12\x14\n\x0cnum_examples\x18\x04 \x01(\x05\x12\x19\n\x11target_categories\x18\x05 \x03(\t\x12\x1b\n\x13max_synthetic_share\x18\x06 \x01(\x01\x12\x30\n\x07\x66ilters\x18\x07 \x03(\x0b\x32\x1f.tunewright.common.v1.PluginRef\x12\x14\n\x0chuman_review\x18\x08 \x01(\x08\x12\x16\n\x0eoutput_dataset\x18\t \x01(\t\x12:\n\ngeneration\x18\n \x01(\x0b\x32&.tunewright.common.v1.GenerationConfig\x12\x16\n\x0e\x63\x61tegory_field\x18\x0b \x01(\t\x12\x18\n\x10seeds_per_prompt\x18\x0c \x01(\x05\x12\x15\n\rthin_fraction\x18\r \x01(\x01\x12\x37\n\x0ereview_backend\x18\x0e \x01(\x0b\x32\x1f.tunewright.common.v1.PluginRef\x12\x16\n\x0ereview_dataset\x18\x0f \x01(\t\x12\x1e\n\x16review_timeout_seconds\x18\x10 \x01(\x03\x12$\n\x1creview_poll_interval_seconds\x18\x11 \x01(\x05\"\xce\x02\n\x18PreferenceCandidatesTask\x12\x38\n\x07prompts\x18\x01 \x01(\x0b\x32\'.tunewright.common.v1.DatasetVersionRef\x12\x34\n\x05model\x18\x02 \x01(\x0b\x32%.tunewright.common.v1.ModelVersionRef\x12\x1c\n\x14responses_per_prompt\x18\x03 \x01(\x05\x12\x39\n\x10\x66\x65\x65\x64\x62\x61\x63k_backend\x18\x04 \x01(\x0b\x32\x1f.tunewright.common.v1.PluginRef\x12\x18\n\x10\x66\x65\x65\x64\x62\x61\x63k_dataset\x18\x05 \x01(\t\x12:\n\ngeneration\x18\x06 \x01(\x0b\x32&.tunewright.common.v1.GenerationConfig\x12\x13\n\x0bmax_prompts\x18\x07 \x01(\x05\"\xef\x01\n\x16\x46\x65\x65\x64\x62\x61\x63kCollectionTask\x12\x39\n\x10\x66\x65\x65\x64\x62\x61\x63k_backend\x18\x01 \x01(\x0b\x32\x1f.tunewright.common.v1.PluginRef\x12\x18\n\x10\x66\x65\x65\x64\x62\x61\x63k_dataset\x18\x02 \x01(\t\x12\x16\n\x0emin_annotators\x18\x03 \x01(\x05\x12\x16\n\x0eoutput_dataset\x18\x04 \x01(\t\x12\x13\n\x0bmin_records\x18\x05 \x01(\x05\x12\x1c\n\x14wait_timeout_seconds\x18\x06 \x01(\x03\x12\x1d\n\x15poll_interval_seconds\x18\x07 \x01(\x05\"\x9d\x02\n\x0cSynthJobSpec\x12\x11\n\tworkspace\x18\x01 \x01(\t\x12H\n\x12synthetic_examples\x18\x02 \x01(\x0b\x32*.tunewright.synth.v1.SyntheticExamplesTaskH\x00\x12N\n\x15preference_candidates\x18\x03 \x01(\x0b\x32-.tunewright.synth.v1.PreferenceCandidatesTaskH\x00\x12J\n\x13\x66\x65\x65\x64\x62\x61\x63k_collection\x18\x04 \x01(\x0b\x32+.tunewright.synth.v1.FeedbackCollectionTaskH\x00\x12\x0c\n\x04seed\x18\x05 \x01(\x03\x42\x06\n\x04task\"\xa7\x04\n\x08SynthJob\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tworkspace\x18\x02 \x01(\t\x12/\n\x04spec\x18\x03 \x01(\x0b\x32!.tunewright.synth.v1.SynthJobSpec\x12/\n\x06status\x18\x04 \x01(\x0e\x32\x1f.tunewright.common.v1.JobStatus\x12\x37\n\x07history\x18\x05 \x03(\x0b\x32&.tunewright.common.v1.StatusTransition\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12\x64\x61taset_version_id\x18\x08 \x01(\t\x12\x39\n\x06\x63ounts\x18\t \x03(\x0b\x32).tunewright.synth.v1.SynthJob.CountsEntry\x12\x30\n\x05\x65rror\x18\n \x01(\x0b\x32!.tunewright.common.v1.ErrorDetail\x12\x15\n\ringest_job_id\x18\x0b \x01(\t\x12\x31\n\x06report\x18\x0c \x01(\x0b\x32!.tunewright.common.v1.ArtifactRef\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\\\n\x15SubmitSynthJobRequest\x12/\n\x04spec\x18\x01 \x01(\x0b\x32!.tunewright.synth.v1.SynthJobSpec\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"D\n\x16SubmitSynthJobResponse\x12*\n\x03job\x18\x01 \x01(\x0b\x32\x1d.tunewright.synth.v1.SynthJob\"$\n\x12GetSynthJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"A\n\x13GetSynthJobResponse\x12*\n\x03job\x18\x01 \x01(\x0b\x32\x1d.tunewright.synth.v1.SynthJob\"\x8d\x01\n\x14ListSynthJobsRequest\x12\x11\n\tworkspace\x18\x01 \x01(\t\x12/\n\x04page\x18\x02 \x01(\x0b\x32!.tunewright.common.v1.PageRequest\x12\x31\n\x08statuses\x18\x03 \x03(\x0e\x32\x1f.tunewright.common.v1.JobStatus\"v\n\x15ListSynthJobsResponse\x12+\n\x04jobs\x18\x01 \x03(\x0b\x32\x1d.tunewright.synth.v1.SynthJob\x12\x30\n\x04page\x18\x02 \x01(\x0b\x32\".tunewright.common.v1.PageResponse\"7\n\x15\x43\x61ncelSynthJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"D\n\x16\x43\x61ncelSynthJobResponse\x12*\n\x03job\x18\x01 \x01(\x0b\x32\x1d.tunewright.synth.v1.SynthJob\"E\n\x1bStreamSynthJobEventsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"M\n\x1cStreamSynthJobEventsResponse\x12-\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1e.tunewright.common.v1.JobEvent2\xad\x04\n\x0cSynthService\x12i\n\x0eSubmitSynthJob\x12*.tunewright.synth.v1.SubmitSynthJobRequest\x1a+.tunewright.synth.v1.SubmitSynthJobResponse\x12`\n\x0bGetSynthJob\x12\'.tunewright.synth.v1.GetSynthJobRequest\x1a(.tunewright.synth.v1.GetSynthJobResponse\x12\x66\n\rListSynthJobs\x12).tunewright.synth.v1.ListSynthJobsRequest\x1a*.tunewright.synth.v1.ListSynthJobsResponse\x12i\n\x0e\x43\x61ncelSynthJob\x12*.tunewright.synth.v1.CancelSynthJobRequest\x1a+.tunewright.synth.v1.CancelSynthJobResponse\x12}\n\x14StreamSynthJobEvents\x12\x30.tunewright.synth.v1.StreamSynthJobEventsRequest\x1a\x31.tunewright.synth.v1.StreamSynthJobEventsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,37 +36,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SYNTHJOB_COUNTSENTRY']._loaded_options = None
   _globals['_SYNTHJOB_COUNTSENTRY']._serialized_options = b'8\001'
   _globals['_SYNTHETICEXAMPLESTASK']._serialized_start=125
-  _globals['_SYNTHETICEXAMPLESTASK']._serialized_end=624
-  _globals['_PREFERENCECANDIDATESTASK']._serialized_start=627
-  _globals['_PREFERENCECANDIDATESTASK']._serialized_end=961
-  _globals['_FEEDBACKCOLLECTIONTASK']._serialized_start=964
-  _globals['_FEEDBACKCOLLECTIONTASK']._serialized_end=1203
-  _globals['_SYNTHJOBSPEC']._serialized_start=1206
-  _globals['_SYNTHJOBSPEC']._serialized_end=1491
-  _globals['_SYNTHJOB']._serialized_start=1494
-  _globals['_SYNTHJOB']._serialized_end=2045
-  _globals['_SYNTHJOB_COUNTSENTRY']._serialized_start=2000
-  _globals['_SYNTHJOB_COUNTSENTRY']._serialized_end=2045
-  _globals['_SUBMITSYNTHJOBREQUEST']._serialized_start=2047
-  _globals['_SUBMITSYNTHJOBREQUEST']._serialized_end=2139
-  _globals['_SUBMITSYNTHJOBRESPONSE']._serialized_start=2141
-  _globals['_SUBMITSYNTHJOBRESPONSE']._serialized_end=2209
-  _globals['_GETSYNTHJOBREQUEST']._serialized_start=2211
-  _globals['_GETSYNTHJOBREQUEST']._serialized_end=2247
-  _globals['_GETSYNTHJOBRESPONSE']._serialized_start=2249
-  _globals['_GETSYNTHJOBRESPONSE']._serialized_end=2314
-  _globals['_LISTSYNTHJOBSREQUEST']._serialized_start=2317
-  _globals['_LISTSYNTHJOBSREQUEST']._serialized_end=2458
-  _globals['_LISTSYNTHJOBSRESPONSE']._serialized_start=2460
-  _globals['_LISTSYNTHJOBSRESPONSE']._serialized_end=2578
-  _globals['_CANCELSYNTHJOBREQUEST']._serialized_start=2580
-  _globals['_CANCELSYNTHJOBREQUEST']._serialized_end=2635
-  _globals['_CANCELSYNTHJOBRESPONSE']._serialized_start=2637
-  _globals['_CANCELSYNTHJOBRESPONSE']._serialized_end=2705
-  _globals['_STREAMSYNTHJOBEVENTSREQUEST']._serialized_start=2707
-  _globals['_STREAMSYNTHJOBEVENTSREQUEST']._serialized_end=2776
-  _globals['_STREAMSYNTHJOBEVENTSRESPONSE']._serialized_start=2778
-  _globals['_STREAMSYNTHJOBEVENTSRESPONSE']._serialized_end=2855
-  _globals['_SYNTHSERVICE']._serialized_start=2858
-  _globals['_SYNTHSERVICE']._serialized_end=3415
+  _globals['_SYNTHETICEXAMPLESTASK']._serialized_end=775
+  _globals['_PREFERENCECANDIDATESTASK']._serialized_start=778
+  _globals['_PREFERENCECANDIDATESTASK']._serialized_end=1112
+  _globals['_FEEDBACKCOLLECTIONTASK']._serialized_start=1115
+  _globals['_FEEDBACKCOLLECTIONTASK']._serialized_end=1354
+  _globals['_SYNTHJOBSPEC']._serialized_start=1357
+  _globals['_SYNTHJOBSPEC']._serialized_end=1642
+  _globals['_SYNTHJOB']._serialized_start=1645
+  _globals['_SYNTHJOB']._serialized_end=2196
+  _globals['_SYNTHJOB_COUNTSENTRY']._serialized_start=2151
+  _globals['_SYNTHJOB_COUNTSENTRY']._serialized_end=2196
+  _globals['_SUBMITSYNTHJOBREQUEST']._serialized_start=2198
+  _globals['_SUBMITSYNTHJOBREQUEST']._serialized_end=2290
+  _globals['_SUBMITSYNTHJOBRESPONSE']._serialized_start=2292
+  _globals['_SUBMITSYNTHJOBRESPONSE']._serialized_end=2360
+  _globals['_GETSYNTHJOBREQUEST']._serialized_start=2362
+  _globals['_GETSYNTHJOBREQUEST']._serialized_end=2398
+  _globals['_GETSYNTHJOBRESPONSE']._serialized_start=2400
+  _globals['_GETSYNTHJOBRESPONSE']._serialized_end=2465
+  _globals['_LISTSYNTHJOBSREQUEST']._serialized_start=2468
+  _globals['_LISTSYNTHJOBSREQUEST']._serialized_end=2609
+  _globals['_LISTSYNTHJOBSRESPONSE']._serialized_start=2611
+  _globals['_LISTSYNTHJOBSRESPONSE']._serialized_end=2729
+  _globals['_CANCELSYNTHJOBREQUEST']._serialized_start=2731
+  _globals['_CANCELSYNTHJOBREQUEST']._serialized_end=2786
+  _globals['_CANCELSYNTHJOBRESPONSE']._serialized_start=2788
+  _globals['_CANCELSYNTHJOBRESPONSE']._serialized_end=2856
+  _globals['_STREAMSYNTHJOBEVENTSREQUEST']._serialized_start=2858
+  _globals['_STREAMSYNTHJOBEVENTSREQUEST']._serialized_end=2927
+  _globals['_STREAMSYNTHJOBEVENTSRESPONSE']._serialized_start=2929
+  _globals['_STREAMSYNTHJOBEVENTSRESPONSE']._serialized_end=3006
+  _globals['_SYNTHSERVICE']._serialized_start=3009
+  _globals['_SYNTHSERVICE']._serialized_end=3566
 # @@protoc_insertion_point(module_scope)

@@ -39,11 +39,17 @@ class SyntheticExamplesTask(_message.Message):
     CATEGORY_FIELD_FIELD_NUMBER: _builtins.int
     SEEDS_PER_PROMPT_FIELD_NUMBER: _builtins.int
     THIN_FRACTION_FIELD_NUMBER: _builtins.int
+    REVIEW_BACKEND_FIELD_NUMBER: _builtins.int
+    REVIEW_DATASET_FIELD_NUMBER: _builtins.int
+    REVIEW_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    REVIEW_POLL_INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
     num_examples: _builtins.int
     max_synthetic_share: _builtins.float
     """synthetic rows may be at most this share of the output dataset"""
     human_review: _builtins.bool
-    """route accepted rows through human review before they count (not supported yet: refused)"""
+    """after the filters, publish the surviving rows to review_backend for people to accept or
+    reject; only accepted rows go on to ingest
+    """
     output_dataset: _builtins.str
     """dataset the new version is added to (empty = the seed dataset's)"""
     category_field: _builtins.str
@@ -52,6 +58,14 @@ class SyntheticExamplesTask(_message.Message):
     """seed examples shown in each generation prompt (0 = 4)"""
     thin_fraction: _builtins.float
     """a category is thin below this fraction of the largest one (0 = 0.5)"""
+    review_dataset: _builtins.str
+    """human review: the dataset name in the backend (empty = "<synth job id>-review")"""
+    review_timeout_seconds: _builtins.int
+    """human review: wait this long for every row to be reviewed (0 = do not wait); rows still
+    unreviewed then are dropped; a simulated backend never waits
+    """
+    review_poll_interval_seconds: _builtins.int
+    """human review: seconds between polls while waiting (0 = 5)"""
     @_builtins.property
     def seed_dataset(self) -> _common_pb2.DatasetVersionRef: ...
     @_builtins.property
@@ -75,6 +89,12 @@ class SyntheticExamplesTask(_message.Message):
 
     @_builtins.property
     def generation(self) -> _common_pb2.GenerationConfig: ...
+    @_builtins.property
+    def review_backend(self) -> _common_pb2.PluginRef:
+        """human review: the feedback backend that shows the rows (argilla, simulated, ...; required
+        with human_review; the backend must support reviews)
+        """
+
     def __init__(
         self,
         *,
@@ -91,10 +111,14 @@ class SyntheticExamplesTask(_message.Message):
         category_field: _builtins.str = ...,
         seeds_per_prompt: _builtins.int = ...,
         thin_fraction: _builtins.float = ...,
+        review_backend: _common_pb2.PluginRef | None = ...,
+        review_dataset: _builtins.str = ...,
+        review_timeout_seconds: _builtins.int = ...,
+        review_poll_interval_seconds: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "generator", b"generator", "model", b"model", "seed_dataset", b"seed_dataset"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "generator", b"generator", "model", b"model", "review_backend", b"review_backend", "seed_dataset", b"seed_dataset"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_field", b"category_field", "filters", b"filters", "generation", b"generation", "generator", b"generator", "human_review", b"human_review", "max_synthetic_share", b"max_synthetic_share", "model", b"model", "num_examples", b"num_examples", "output_dataset", b"output_dataset", "seed_dataset", b"seed_dataset", "seeds_per_prompt", b"seeds_per_prompt", "target_categories", b"target_categories", "thin_fraction", b"thin_fraction"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_field", b"category_field", "filters", b"filters", "generation", b"generation", "generator", b"generator", "human_review", b"human_review", "max_synthetic_share", b"max_synthetic_share", "model", b"model", "num_examples", b"num_examples", "output_dataset", b"output_dataset", "review_backend", b"review_backend", "review_dataset", b"review_dataset", "review_poll_interval_seconds", b"review_poll_interval_seconds", "review_timeout_seconds", b"review_timeout_seconds", "seed_dataset", b"seed_dataset", "seeds_per_prompt", b"seeds_per_prompt", "target_categories", b"target_categories", "thin_fraction", b"thin_fraction"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
