@@ -62,3 +62,14 @@ def test_rankings_follow_rank_numbers_not_list_order() -> None:
     assert _ranking([{"value": "response_0", "rank": 1}]) is None  # nothing to compare
     assert _ranking([{"value": "other", "rank": 1}, {"value": "response_0", "rank": 2}]) is None
     assert _ranking(None) is None
+
+
+def test_it_has_the_review_extension_synth_asks_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """synth refuses human_review on backends without these (REVIEW_NOT_SUPPORTED); the real
+    review round trip: tests/e2e/test_argilla_review.py."""
+    from tunewright.synth.synthetic import REVIEW_METHODS
+
+    monkeypatch.setenv("ARGILLA_API_URL", "http://argilla:6900")
+    monkeypatch.setenv("ARGILLA_API_KEY", "owner.key")
+    backend = PluginManager().load().feedback_backends.get("argilla").factory()
+    assert all(callable(getattr(backend, m, None)) for m in REVIEW_METHODS)

@@ -231,7 +231,7 @@ async def test_bad_tasks_are_refused_with_every_field(
     assert fields == {
         "spec.synthetic_examples.num_examples",
         "spec.synthetic_examples.max_synthetic_share",
-        "spec.synthetic_examples.human_review",
+        "spec.synthetic_examples.review_backend.name",  # human_review needs a backend
         "spec.synthetic_examples.filters[0].name",
         "spec.synthetic_examples.filters[1].params",
     }

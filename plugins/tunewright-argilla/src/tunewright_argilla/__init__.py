@@ -18,6 +18,13 @@ server works). One Argilla dataset per feedback dataset, in one workspace:
 ignored), with the annotator's Argilla username as provenance: several annotators, several
 rankings. Drafts never count; a record's ranking is only as complete as the annotator left it.
 
+Reviews of synthetic rows (the optional review extension of the contract, for synthetic
+examples with ``human_review``) go to their own Argilla dataset: fields ``request`` and
+``answer`` (the synthetic exchange) and ``category`` (optional), one ``LabelQuestion`` named
+``review`` with the labels ``accept`` / ``reject``, the row as JSON in the record's metadata.
+:meth:`collect_reviews` returns one decision per *submitted* response with the annotator's
+username; drafts and discards are not decisions.
+
 Parameters (``feedback_backend: {name: argilla, params: {...}}``): ``api_url`` (default
 ``ARGILLA_API_URL``), ``workspace`` (``ARGILLA_WORKSPACE``, default ``tunewright``),
 ``annotators_per_record`` (default 1), ``timeout_s`` (HTTP timeout, default 30). The key is
@@ -40,6 +47,8 @@ from typing import Any
 from tunewright.core.plugins import FeedbackBackendRegistry, hookimpl
 
 QUESTION = "ranking"
+REVIEW_QUESTION = "review"
+ACCEPT, REJECT = "accept", "reject"
 METADATA_KEY = "tunewright"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
@@ -165,6 +174,36 @@ class ArgillaFeedback:
         )
         return dataset.create()
 
+    def _create_review(self, name: str) -> Any:
+        import argilla as rg
+
+        settings = rg.Settings(
+            guidelines="Accept a synthetic example when the request is realistic for this "
+            "category and the answer is correct, helpful and safe to train on; reject it "
+            "otherwise. Only accepted examples join the dataset.",
+            fields=[
+                rg.TextField(name="request", title="Request"),
+                rg.TextField(name="answer", title="Answer"),
+                rg.TextField(name="category", title="Category", required=False),
+            ],
+            questions=[
+                rg.LabelQuestion(
+                    name=REVIEW_QUESTION,
+                    title="Accept this example for training?",
+                    labels={ACCEPT: "Accept", REJECT: "Reject"},
+                )
+            ],
+            allow_extra_metadata=True,
+            distribution=rg.TaskDistribution(min_submitted=self.annotators_per_record),
+        )
+        dataset = rg.Dataset(
+            name=name, workspace=self._workspace(), settings=settings, client=self.client
+        )
+        return dataset.create()
+
+    def _usernames(self) -> dict[str, str]:
+        return {str(u.id): u.username for u in self.client.users}
+
     # --- contract -------------------------------------------------------------------------
 
     def publish(self, dataset: str, records: Sequence[dict[str, Any]]) -> str:
@@ -217,7 +256,7 @@ class ArgillaFeedback:
         return out
 
     def collect(self, dataset: str) -> list[dict[str, Any]]:
-        usernames = {str(u.id): u.username for u in self.client.users}
+        usernames = self._usernames()
         rankings = []
         for record in self._records(dataset, with_responses=True):
             # the raw API model: the SDK's ranking values drop the rank numbers, and the UI
@@ -236,6 +275,57 @@ class ArgillaFeedback:
                     }
                 )
         return rankings
+
+    # --- review extension -----------------------------------------------------------------
+
+    def publish_review(self, dataset: str, rows: Sequence[dict[str, Any]]) -> str:
+        import argilla as rg
+
+        found = self._dataset(dataset)
+        if found is None:
+            if not rows:
+                raise ValueError(f"nothing to publish to new review dataset {dataset!r}")
+            found = self._create_review(dataset)
+        elif REVIEW_QUESTION not in {q.name for q in found.settings.questions}:
+            raise ArgillaFeedbackError(
+                f"Argilla dataset {dataset!r} has no {REVIEW_QUESTION!r} question: it is not "
+                "a review dataset"
+            )
+        found.records.log(
+            [
+                rg.Record(
+                    id=row["record_id"],
+                    fields={
+                        "request": row["request"],
+                        "answer": row["answer"],
+                        **({"category": row["category"]} if row.get("category") else {}),
+                    },
+                    metadata={METADATA_KEY: json.dumps(row, ensure_ascii=False)},
+                )
+                for row in rows
+            ]
+        )
+        return f"{self.api_url}/dataset/{found.id}/annotation-mode"
+
+    def collect_reviews(self, dataset: str) -> list[dict[str, Any]]:
+        usernames = self._usernames()
+        reviews = []
+        for record in self._records(dataset, with_responses=True):
+            # raw responses, as for rankings: status and the user id of each
+            for response in record._model.responses or []:
+                if _status(response.status) != "submitted":
+                    continue
+                label = (response.values or {}).get(REVIEW_QUESTION, {}).get("value")
+                if label not in (ACCEPT, REJECT):
+                    continue
+                reviews.append(
+                    {
+                        "record_id": str(record.id),
+                        "accepted": label == ACCEPT,
+                        "annotator": usernames.get(str(response.user_id), str(response.user_id)),
+                    }
+                )
+        return reviews
 
 
 def _status(status: Any) -> str:
@@ -276,5 +366,6 @@ def tw_register_feedback_backends(registry: FeedbackBackendRegistry) -> None:
         name="argilla",
         factory=from_params,
         description="Human rankings in Argilla: records with a ranking question; submitted "
-        "rankings come back with the annotator's username.",
+        "rankings come back with the annotator's username. Reviews: synthetic rows with an "
+        "accept/reject label question.",
     )

@@ -13,6 +13,15 @@ backend with
   so. Human backends set False and may need time: the synth service polls them while a
   collection task allows it (``wait_timeout_seconds``).
 
+Optional review extension (synthetic examples with ``human_review``; a backend without these
+two methods is refused for review with a clear error):
+
+- ``publish_review(dataset, rows) -> str``: ``rows`` are dicts ``{"record_id", "request",
+  "answer", "category" (may be ""), "generator"}``, synthetic rows that passed the automatic
+  filters; people accept or reject each; returns where they review them;
+- ``collect_reviews(dataset) -> list[dict]``: one ``{"record_id", "accepted" (bool),
+  "annotator"}`` per submitted review (several per row with several reviewers).
+
 Backends here: ``simulated``. People ranking in Argilla: ``argilla`` (plugins/tunewright-argilla).
 
 ``simulated`` is a deterministic stand-in for human annotators, for demos and CI where no
@@ -20,6 +29,10 @@ labelling tool runs. Its rule: a response ranks higher the larger its token F1 (
 normalisation) against the record's reference answer; ties go to the shorter response, then
 to the earlier one. Rankings it produces are marked with the annotator ``simulated:token-f1``
 so every dataset built from them says the preferences were simulated.
+
+Its review rule: every published row is accepted (the rows it gets have already passed the
+automatic filters), with the annotator ``simulated:accept-filtered``, so the job still says no
+person looked at them.
 """
 
 from __future__ import annotations
@@ -35,6 +48,7 @@ from typing import Any
 from tunewright.core.plugins import FeedbackBackendRegistry, hookimpl
 
 ANNOTATOR = "simulated:token-f1"
+REVIEWER = "simulated:accept-filtered"
 
 
 def _tokens(text: str) -> list[str]:
@@ -60,10 +74,10 @@ class SimulatedFeedback:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
 
-    def _file(self, dataset: str) -> Path:
+    def _file(self, dataset: str, kind: str = "") -> Path:
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", dataset):
             raise ValueError(f"feedback dataset name {dataset!r} must be [A-Za-z0-9_.-]{{1,128}}")
-        return self.directory / f"{dataset}.jsonl"
+        return self.directory / f"{dataset}{kind}.jsonl"
 
     def publish(self, dataset: str, records: Sequence[dict[str, Any]]) -> str:
         path = self._file(dataset)
@@ -92,6 +106,33 @@ class SimulatedFeedback:
             )
         return rankings
 
+    # --- review extension -----------------------------------------------------------------
+
+    def publish_review(self, dataset: str, rows: Sequence[dict[str, Any]]) -> str:
+        """Keeps the rows in ``<directory>/<dataset>.review.jsonl`` (a row published again
+        replaces its earlier copy)."""
+        path = self._file(dataset, ".review")
+        kept = {r["record_id"]: r for r in self._review_rows(path)}
+        kept.update({r["record_id"]: dict(r) for r in rows})
+        path.write_text(
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept.values()),
+            encoding="utf-8",
+        )
+        return str(path)
+
+    def collect_reviews(self, dataset: str) -> list[dict[str, Any]]:
+        """Every published row accepted by ``simulated:accept-filtered`` (the documented rule)."""
+        return [
+            {"record_id": r["record_id"], "accepted": True, "annotator": REVIEWER}
+            for r in self._review_rows(self._file(dataset, ".review"))
+        ]
+
+    @staticmethod
+    def _review_rows(path: Path) -> list[dict[str, Any]]:
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
 
 @hookimpl
 def tw_register_feedback_backends(registry: FeedbackBackendRegistry) -> None:
@@ -99,5 +140,6 @@ def tw_register_feedback_backends(registry: FeedbackBackendRegistry) -> None:
         name="simulated",
         factory=SimulatedFeedback,
         description="Deterministic stand-in for human annotators: ranks responses by token F1 "
-        "against the reference answer (ties: shorter first). Marked simulated.",
+        "against the reference answer (ties: shorter first); reviews accept every row that "
+        "passed the automatic filters. Marked simulated.",
     )

@@ -14,6 +14,7 @@ from tunewright.synth.synthetic import (
     FILTER_PARAMS,
     Decoding,
     FilterStep,
+    Review,
     SynthesisTask,
 )
 from tunewright.synth.v1 import synth_pb2
@@ -39,14 +40,7 @@ def synthesis_task(spec: synth_pb2.SynthJobSpec, workspace: str) -> SynthesisTas
     share = task.max_synthetic_share or 0.2
     if not 0 < share < 1:
         bad.append(FieldViolation(f"{TASK}.max_synthetic_share", "must be in (0, 1)"))
-    if task.human_review:
-        bad.append(
-            FieldViolation(
-                f"{TASK}.human_review",
-                "review before acceptance is not supported yet: review the dataset version "
-                "through a feedback backend instead",
-            )
-        )
+    review = _review(task, bad)
     if task.seeds_per_prompt < 0 or task.thin_fraction < 0 or task.thin_fraction > 1:
         bad.append(FieldViolation(TASK, "seeds_per_prompt >= 0, thin_fraction in [0, 1]"))
     steps = []
@@ -102,6 +96,37 @@ def synthesis_task(spec: synth_pb2.SynthJobSpec, workspace: str) -> SynthesisTas
         category_field=task.category_field or "category",
         seeds_per_prompt=task.seeds_per_prompt or 4,
         thin_fraction=task.thin_fraction or 0.5,
+        review=review,
+    )
+
+
+def _review(task: synth_pb2.SyntheticExamplesTask, bad: list[FieldViolation]) -> Review | None:
+    """``human_review`` with its backend, dataset and wait; review fields without it are a
+    mistake, refused rather than ignored."""
+    given = task.HasField("review_backend") or task.review_dataset
+    if not task.human_review:
+        if given or task.review_timeout_seconds or task.review_poll_interval_seconds:
+            bad.append(FieldViolation(f"{TASK}.human_review", "review_* fields need human_review"))
+        return None
+    if not task.review_backend.name:
+        bad.append(
+            FieldViolation(
+                f"{TASK}.review_backend.name",
+                "required with human_review: a feedback backend with reviews (argilla, simulated)",
+            )
+        )
+    if task.review_timeout_seconds < 0 or task.review_poll_interval_seconds < 0:
+        bad.append(
+            FieldViolation(
+                f"{TASK}.review_timeout_seconds",
+                "review_timeout_seconds and review_poll_interval_seconds must be >= 0",
+            )
+        )
+    return Review(
+        backend=task.review_backend,
+        dataset=task.review_dataset,
+        timeout_s=float(max(task.review_timeout_seconds, 0)),
+        interval_s=float(task.review_poll_interval_seconds or 5),
     )
 
 

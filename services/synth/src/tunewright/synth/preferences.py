@@ -31,7 +31,7 @@ from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from tunewright.common.v1 import common_pb2
 from tunewright.core.artifacts import ArtifactRef, ArtifactStore
@@ -43,6 +43,7 @@ from tunewright.registry.v1 import registry_pb2
 from tunewright.synth.v1 import synth_pb2
 
 Progress = Callable[[str, dict[str, float]], Awaitable[None]]
+T = TypeVar("T")
 
 #: why a ranked record gives no preference pair
 DROP_REASONS = ("below_min_annotators", "identical_responses", "unknown_record")
@@ -101,14 +102,20 @@ def _prompt_and_reference(row: Mapping[str, Any]) -> tuple[list[dict[str, str]],
     return None
 
 
-def _backend(plugins: Registries, ref: common_pb2.PluginRef, directory: Path) -> tuple[str, Any]:
+def feedback_backend(
+    plugins: Registries,
+    ref: common_pb2.PluginRef,
+    directory: Path,
+    where: str = "spec.feedback_backend",
+) -> tuple[str, Any]:
+    """The named backend built from its params (``where``: the spec field, for errors)."""
     name = ref.name or "simulated"
     if name not in plugins.feedback_backends:
         raise InvalidArgument(
             f"unknown feedback backend {name!r}",
             field_violations=[
                 FieldViolation(
-                    "spec.feedback_backend.name",
+                    f"{where}.name",
                     f"registered: {', '.join(plugins.feedback_backends.names())}",
                 )
             ],
@@ -122,9 +129,39 @@ def _backend(plugins: Registries, ref: common_pb2.PluginRef, directory: Path) ->
         raise InvalidArgument(
             f"feedback backend {name!r}: {exc}",
             reason="BAD_FEEDBACK_BACKEND_PARAMS",
-            field_violations=[FieldViolation("spec.feedback_backend.params", str(exc))],
+            field_violations=[FieldViolation(f"{where}.params", str(exc))],
         ) from None
     return name, backend
+
+
+async def poll_until(
+    poll: Callable[[], T],
+    done: Callable[[T], bool],
+    *,
+    timeout_s: float,
+    interval_s: float,
+    cancelled: Callable[[], bool],
+    cancel_message: str,
+    waiting: Callable[[T], Awaitable[None]] | None = None,
+) -> T:
+    """Call ``poll`` (in a thread: backends block on HTTP) until ``done`` says so or
+    ``timeout_s`` has passed, every ``interval_s``; returns the last result either way.
+    ``waiting`` hears each result that is not done yet. ``cancelled`` is checked before every
+    poll and at least every second while sleeping; when it says so, :class:`Cancelled`
+    (``cancel_message``) is raised."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if cancelled():
+            raise Cancelled(cancel_message)
+        found = await asyncio.to_thread(poll)
+        if done(found) or time.monotonic() >= deadline:
+            return found
+        if waiting is not None:
+            await waiting(found)
+        wake = min(time.monotonic() + interval_s, deadline)
+        # a cancel is a flag in the job store, polled: there is no event to wait on
+        while not cancelled() and (left := wake - time.monotonic()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(min(left, _CANCEL_CHECK_S))
 
 
 @dataclass
@@ -273,7 +310,9 @@ class Preferences:
             }
             for i, ((prompt, reference), answers) in enumerate(zip(prompts, responses, strict=True))
         ]
-        name, backend = _backend(self.plugins, task.feedback_backend, self.workdir / "feedback")
+        name, backend = feedback_backend(
+            self.plugins, task.feedback_backend, self.workdir / "feedback"
+        )
         url = await asyncio.to_thread(backend.publish, task.feedback_dataset, records)
         return Published(len(records), str(url), name, task.feedback_dataset)
 
@@ -304,31 +343,32 @@ class Preferences:
                     )
                 ],
             )
-        name, backend = _backend(self.plugins, task.feedback_backend, self.workdir / "feedback")
+        name, backend = feedback_backend(
+            self.plugins, task.feedback_backend, self.workdir / "feedback"
+        )
         simulated = bool(getattr(backend, "simulated", False))
         wait_s = 0 if simulated else max(task.wait_timeout_seconds, 0)
         needed = max(task.min_records, 1 if wait_s else 0)
-        deadline = time.monotonic() + wait_s
-        interval = task.poll_interval_seconds if task.poll_interval_seconds > 0 else 5
         reported = -1
-        while True:
-            if cancelled():
-                raise Cancelled(f"synth job {job_id} cancelled while waiting for feedback")
-            found = await asyncio.to_thread(
-                _gather, backend, task.feedback_dataset, task.min_annotators or 1
-            )
-            if len(found.rows) >= needed or time.monotonic() >= deadline:
-                break
+
+        async def waiting(found: _Found) -> None:
+            nonlocal reported
             if progress is not None and len(found.rows) != reported:
                 reported = len(found.rows)
                 await progress(
                     f"waiting for rankings in {name}: {reported}/{needed} records ranked",
                     {"step": float(reported), "total_steps": float(needed)},
                 )
-            wake = min(time.monotonic() + interval, deadline)
-            # a cancel is a flag in the job store, polled: there is no event to wait on
-            while not cancelled() and (left := wake - time.monotonic()) > 0:  # noqa: ASYNC110
-                await asyncio.sleep(min(left, _CANCEL_CHECK_S))
+
+        found = await poll_until(
+            lambda: _gather(backend, task.feedback_dataset, task.min_annotators or 1),
+            lambda found: len(found.rows) >= needed,
+            timeout_s=wait_s,
+            interval_s=task.poll_interval_seconds if task.poll_interval_seconds > 0 else 5,
+            cancelled=cancelled,
+            cancel_message=f"synth job {job_id} cancelled while waiting for feedback",
+            waiting=waiting,
+        )
         rows = found.rows
         if task.min_records and len(rows) < task.min_records:
             waited = f" after waiting {wait_s} s" if wait_s else ""

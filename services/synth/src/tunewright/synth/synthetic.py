@@ -27,6 +27,12 @@ few seed requests shown in the prompt, then answered, then filtered against what
    answer 1-5), and last the cap ``over_cap`` (synthetic rows may be at most
    ``max_synthetic_share`` of the seed's train rows + synthetic rows; kept round-robin across
    categories).
+   With :attr:`SynthesisTask.review` (``human_review``), the rows that survive are then
+   published to a feedback backend that supports reviews (``publish_review`` /
+   ``collect_reviews``, see :mod:`tunewright_feedback`), and the run polls it until every row
+   is reviewed or the review timeout passes (a cancel stops the wait within a second): a row
+   any reviewer rejected is dropped as ``human_rejected``, a row nobody reviewed in time as
+   ``unreviewed``; accepted rows carry ``reviewed_by`` (the annotators, comma-separated).
 5. **Rows**: the seed rows as they are, plus each accepted row as a chat row with its category
    and provenance columns ``synthetic`` (``"true"``; seed rows get ``"false"`` unless they
    already say), ``synthetic_generator`` (plugin and model), ``synthetic_prompt`` (the request
@@ -65,6 +71,7 @@ from tunewright.core.model_versions import fetch_chain
 from tunewright.core.plugins import Registries
 from tunewright.core.splits import read_split_rows
 from tunewright.registry.v1 import registry_pb2
+from tunewright.synth.preferences import feedback_backend, poll_until
 from tunewright.synth.similarity import MinHashIndex, load_embedder
 
 Progress = Callable[[str, Mapping[str, float]], Awaitable[None]]
@@ -92,6 +99,8 @@ JUDGE_SYSTEM = (
 #: the row column that pins a row to a split; ingest's split (``tunewright.ingest.split``)
 #: sends a row labelled ``pin:train`` / ``pin:eval`` to that split when stratifying by it
 SPLIT_PIN_FIELD = "split_pin"
+#: the feedback-backend methods human review needs (the contract's optional review extension)
+REVIEW_METHODS = ("publish_review", "collect_reviews")
 PIN = {"train": "pin:train", "eval": "pin:eval"}
 
 
@@ -120,6 +129,18 @@ class Decoding:
 
 
 @dataclass(frozen=True)
+class Review:
+    """Human review of the rows that passed the filters (``human_review``)."""
+
+    backend: common_pb2.PluginRef
+    #: the backend's dataset name ("" = ``<job id>-review``)
+    dataset: str = ""
+    #: how long to wait for every row to be reviewed (0 = take the reviews already there)
+    timeout_s: float = 0
+    interval_s: float = 5
+
+
+@dataclass(frozen=True)
 class SynthesisTask:
     """A validated ``SyntheticExamplesTask`` (built by :mod:`tunewright.synth.convert`)."""
 
@@ -137,6 +158,7 @@ class SynthesisTask:
     category_field: str = "category"
     seeds_per_prompt: int = 4
     thin_fraction: float = 0.5
+    review: Review | None = None
 
 
 @dataclass
@@ -431,6 +453,8 @@ class SyntheticExamples:
                 reason="NO_THIN_CATEGORIES",
             )
         plan = allocate(task.num_examples, targets, counts)
+        # a review backend that cannot review fails the job before anything is generated
+        reviewer = self._reviewer(task.review) if task.review is not None else None
         await step(
             f"generating {task.num_examples} examples for {len(plan)} categories",
             {"seed_rows": len(seeds), "targets": len(plan)},
@@ -517,6 +541,19 @@ class SyntheticExamples:
 
         cap = _cap(len(train_seeds), task.max_synthetic_share)
         _apply_cap([c for c in candidates if c.fate == "accepted"], cap)
+        review_report: dict[str, Any] = {}
+        if task.review is not None and reviewer is not None:
+            t0 = time.monotonic()
+            review_report = await self._review(
+                job_id,
+                task.review,
+                reviewer,
+                [c for c in candidates if c.fate == "accepted"],
+                provenance,
+                step,
+                cancelled,
+            )
+            timings["review_s"] = time.monotonic() - t0
 
         accepted = [c for c in candidates if c.fate == "accepted"]
         out_rows = []
@@ -537,6 +574,7 @@ class SyntheticExamples:
                     "synthetic_generator": provenance,
                     "synthetic_prompt": json.dumps(c.prompt, ensure_ascii=False),
                     "synth_job_id": job_id,
+                    **({"reviewed_by": ",".join(c.detail["reviewed_by"])} if task.review else {}),
                     SPLIT_PIN_FIELD: PIN["train"],
                 }
             )
@@ -547,6 +585,7 @@ class SyntheticExamples:
             "seed_rows": len(seeds),
             "seed_train_rows": len(train_seeds),
             "synthetic_cap": cap,
+            **({"review_published": review_report["published"]} if review_report else {}),
             **{f"filtered_{reason}": n for reason, n in sorted(fates.items())},
         }
         filtered = sum(n for key, n in result_counts.items() if key.startswith("filtered_"))
@@ -566,6 +605,7 @@ class SyntheticExamples:
             "targets": plan,
             "filters": [{"name": f.name, "params": dict(f.params)} for f in task.filters],
             "max_synthetic_share": task.max_synthetic_share,
+            **({"review": review_report} if review_report else {}),
             "counts": result_counts,
             "counts_add_up": counts_add_up,
             "accepted_by_category": dict(sorted(Counter(c.category for c in accepted).items())),
@@ -577,6 +617,105 @@ class SyntheticExamples:
             "duration_s": round(time.monotonic() - started, 3),
         }
         return Synthesis(dataset, out_rows, result_counts, report, plan)
+
+    def _reviewer(self, review: Review) -> tuple[str, Any]:
+        """The review backend, refused unless it implements the review extension."""
+        where = "spec.synthetic_examples.review_backend"
+        name, backend = feedback_backend(
+            self.plugins, review.backend, self.workdir / "feedback", where
+        )
+        if not all(callable(getattr(backend, m, None)) for m in REVIEW_METHODS):
+            raise InvalidArgument(
+                f"feedback backend {name!r} cannot review synthetic rows (it has no "
+                f"{' / '.join(REVIEW_METHODS)})",
+                reason="REVIEW_NOT_SUPPORTED",
+                field_violations=[
+                    FieldViolation(f"{where}.name", "a backend with reviews: argilla, simulated")
+                ],
+            )
+        return name, backend
+
+    async def _review(
+        self,
+        job_id: str,
+        review: Review,
+        reviewer: tuple[str, Any],
+        live: list[Candidate],
+        provenance: str,
+        step: Callable[[str, Mapping[str, float] | None], Awaitable[None]],
+        cancelled: Callable[[], bool],
+    ) -> dict[str, Any]:
+        """Publish the surviving rows for review, wait for the decisions, mark the fates:
+        ``human_rejected`` when any reviewer rejected a row, ``unreviewed`` when nobody
+        reviewed it in time; accepted rows get ``reviewed_by`` in their detail."""
+        name, backend = reviewer
+        dataset = review.dataset or f"{job_id}-review"
+        simulated = bool(getattr(backend, "simulated", False))
+        ids = {c.index: f"{job_id}-{c.index}" for c in live}
+        url = ""
+        if live:
+            rows = [
+                {
+                    "record_id": ids[c.index],
+                    "request": c.request,
+                    "answer": c.answer,
+                    "category": c.category,
+                    "generator": provenance,
+                }
+                for c in live
+            ]
+            url = str(await asyncio.to_thread(backend.publish_review, dataset, rows))
+        wanted = set(ids.values())
+        reported = -1
+
+        def reviewed(reviews: list[dict[str, Any]]) -> set[str]:
+            return wanted & {str(r["record_id"]) for r in reviews}
+
+        async def waiting(reviews: list[dict[str, Any]]) -> None:
+            nonlocal reported
+            if len(reviewed(reviews)) != reported:
+                reported = len(reviewed(reviews))
+                await step(
+                    f"waiting for reviews in {name}: {reported}/{len(wanted)} rows reviewed",
+                    {"step": float(reported), "total_steps": float(len(wanted))},
+                )
+
+        started = time.monotonic()
+        reviews: list[dict[str, Any]] = []
+        if live:
+            await step(f"{len(live)} rows published for review in {name}", {"published": len(live)})
+            reviews = await poll_until(
+                lambda: list(backend.collect_reviews(dataset)),
+                lambda found: reviewed(found) == wanted,
+                timeout_s=0 if simulated else review.timeout_s,
+                interval_s=review.interval_s,
+                cancelled=cancelled,
+                cancel_message=f"synth job {job_id} cancelled while waiting for reviews",
+                waiting=waiting,
+            )
+        decisions: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for decision in reviews:
+            decisions[str(decision["record_id"])].append(decision)
+        for c in live:
+            found = decisions.get(ids[c.index], [])
+            if not found:
+                c.fate = "unreviewed"
+                continue
+            rejected = sorted({str(d["annotator"]) for d in found if not d["accepted"]})
+            if rejected:
+                c.fate = "human_rejected"
+                c.detail["rejected_by"] = rejected
+            else:
+                c.detail["reviewed_by"] = sorted({str(d["annotator"]) for d in found})
+        return {
+            "backend": name,
+            "dataset": dataset,
+            "url": url,
+            "simulated": simulated,
+            "published": len(live),
+            "reviewed": len(reviewed(reviews)),
+            "waited_s": round(time.monotonic() - started, 3),
+        }
 
     async def _generator(
         self, task: SynthesisTask, tmp: Path

@@ -14,6 +14,8 @@ published for ingest job ``<synth job id>-ingest``, and the worker waits for tha
 ``tw.ingest.dataset.curated`` (or ``.rejected``) fact, read from the TW_FACTS stream from the
 job's start (so a redelivered request finds an outcome that arrived while no one waited).
 Then ``tw.synth.dataset.generated`` carries ingest's dataset version and the synth counts.
+With ``human_review`` the run waits for reviewers before any of this (the same cancel check
+applies); the version's labels name the review backend and whether it was simulated.
 """
 
 from __future__ import annotations
@@ -273,7 +275,8 @@ class SynthWorker:
         )
         if not synthesis.counts["accepted"]:
             raise FailedPrecondition(
-                f"no synthetic row survived the filters ({_drops(synthesis.counts)})",
+                f"no synthetic row survived the filters"
+                f"{' and the review' if task.review else ''} ({_drops(synthesis.counts)})",
                 reason="NO_SYNTHETIC_ROWS",
             )
         if self.jobs.cancel_requested(job.id):
@@ -331,6 +334,7 @@ class SynthWorker:
                 "synthetic_rows": str(synthesis.counts["accepted"]),
                 "synth_job_id": job.id,
                 "generator": str(synthesis.report["generator"]),
+                **_review_labels(synthesis.report.get("review")),
             },
             # every row is pinned (the seed's eval rows to eval, the rest to train): the
             # parent's eval split stays as it was and no synthetic row lands in eval
@@ -437,6 +441,16 @@ def _ref_pb(ref: Any) -> common_pb2.ArtifactRef:
     return common_pb2.ArtifactRef(
         uri=ref.uri, sha256=ref.sha256, size_bytes=ref.size_bytes or 0, media_type=ref.media_type
     )
+
+
+def _review_labels(review: Mapping[str, Any] | None) -> dict[str, str]:
+    """Labels of a reviewed version: which backend reviewed, and whether people did."""
+    if not review:
+        return {}
+    return {
+        "review_backend": str(review["backend"]),
+        "review_simulated": str(bool(review["simulated"])).lower(),
+    }
 
 
 def _drops(counts: Mapping[str, int]) -> str:
