@@ -35,6 +35,7 @@ from tunewright.core.catalog import ConsumerSpec
 from tunewright.core.errors import InvalidArgument
 from tunewright.core.logs import configure_logging
 from tunewright.core.nats_server import NatsServer
+from tunewright.core.settings import NatsSettings
 from tunewright.events.v1 import events_pb2
 
 WORKER = "trainer-worker"
@@ -106,6 +107,26 @@ async def test_declare_twice_creates_every_catalog_stream_and_consumer(bus: Even
     await again.declare()
     info = await bus.js.consumer_info("TW_TRAINER_WORK", WORKER)
     assert info.config.ack_wait == 7.0
+
+
+async def test_stream_replicas_setting_reaches_the_server(nats_url: str) -> None:
+    settings = NatsSettings(url=nats_url, stream_replicas=3)
+    b = await EventBus.from_settings(settings, name="replicas", wait_for_server_s=5)
+    try:
+        assert b.replicas == 3
+        # a single server refuses three copies: the setting is what the streams ask for (on a
+        # cluster they get them)
+        with pytest.raises(nats.js.errors.APIError, match="replicas > 1"):
+            await b.declare()
+    finally:
+        await b.close()
+    b = await EventBus.from_settings(NatsSettings(url=nats_url), name="one", wait_for_server_s=5)
+    try:
+        await b.declare()
+        info = await b.js.stream_info(catalog.STREAMS[0].name)
+        assert info.config.num_replicas == 1
+    finally:
+        await b.close()
 
 
 async def test_consume_needs_a_declared_durable(nats_url: str) -> None:

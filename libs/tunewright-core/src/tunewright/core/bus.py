@@ -234,13 +234,17 @@ class KvProcessedStore:
         *,
         bucket: str = PROCESSED_BUCKET,
         ttl_s: float = PROCESSED_TTL_S,
+        replicas: int = 1,
     ) -> KvProcessedStore:
-        """Bind to the bucket, creating it on first use."""
+        """Bind to the bucket, creating it on first use (with ``replicas`` copies)."""
         try:
             kv = await js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError:
             kv = await js.create_key_value(
-                bucket=bucket, ttl=ttl_s, description="messages already processed, per consumer"
+                bucket=bucket,
+                ttl=ttl_s,
+                replicas=replicas,
+                description="messages already processed, per consumer",
             )
         return cls(kv)
 
@@ -601,6 +605,8 @@ class EventBus:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
         self.streams: tuple[StreamSpec, ...] = tuple(streams)
+        # copies of each stream on a NATS cluster (NatsSettings.stream_replicas); 1 = one node
+        self.replicas = 1
         self.consumers: dict[str, ConsumerSpec] = {c.durable: c for c in consumers}
         for spec in self.consumers.values():
             _check_consumer_spec(spec)
@@ -671,7 +677,7 @@ class EventBus:
             options["token"] = settings.token.get_secret_value()
         if settings.creds_file is not None:
             options["user_credentials"] = str(settings.creds_file)
-        return await cls.connect(
+        bus = await cls.connect(
             [u.strip() for u in settings.url.split(",") if u.strip()],
             name=name,
             reconnect_wait_s=settings.reconnect_time_wait_s,
@@ -681,13 +687,15 @@ class EventBus:
             ),
             **options,
         )
+        bus.replicas = settings.stream_replicas
+        return bus
 
     # --- declaration ---
 
     async def declare(self) -> None:
         """Create or update every stream, durable consumer and the processed-marks bucket."""
         for spec in self.streams:
-            config = _stream_config(spec)
+            config = _stream_config(spec, replicas=self.replicas)
             try:
                 await self.js.add_stream(config)
             except nats.js.errors.BadRequestError as exc:
@@ -697,7 +705,7 @@ class EventBus:
         for consumer in self.consumers.values():
             # the durable-create API creates, or updates a consumer whose config changed
             await self.js.add_consumer(consumer.stream, _consumer_config(consumer))
-        await KvProcessedStore.open(self.js)
+        await KvProcessedStore.open(self.js, replicas=self.replicas)
 
     async def processed_store(self, *, ttl_s: float = PROCESSED_TTL_S) -> KvProcessedStore:
         return await KvProcessedStore.open(self.js, ttl_s=ttl_s)
@@ -969,7 +977,7 @@ def _server_address(nc: Client) -> str:
     return f"{url.hostname}:{url.port}" if url is not None else "?"
 
 
-def _stream_config(spec: StreamSpec) -> js_api.StreamConfig:
+def _stream_config(spec: StreamSpec, *, replicas: int = 1) -> js_api.StreamConfig:
     retention = (
         js_api.RetentionPolicy.WORK_QUEUE
         if spec.retention is Retention.WORK_QUEUE
@@ -983,6 +991,7 @@ def _stream_config(spec: StreamSpec) -> js_api.StreamConfig:
         storage=js_api.StorageType.FILE,
         max_age=spec.max_age_s,
         duplicate_window=spec.duplicate_window_s,
+        num_replicas=replicas,
     )
 
 

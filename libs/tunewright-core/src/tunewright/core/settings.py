@@ -107,6 +107,13 @@ class NatsSettings(SettingsSection):
     password: SecretStr | None = Field(default=None, description="Password for `user`.")
     token: SecretStr | None = Field(default=None, description="Token authentication.")
     creds_file: Path | None = Field(default=None, description="NATS .creds file (JWT + nkey seed).")
+    stream_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=5,
+        description="Copies of every stream (and the processed-marks bucket) on a NATS cluster; "
+        "3 survives the loss of one node. A single server needs 1.",
+    )
 
     @model_validator(mode="after")
     def _user_and_password_together(self) -> Self:

@@ -183,6 +183,8 @@ class FeedbackCollectionTask(_message.Message):
     MIN_RECORDS_FIELD_NUMBER: _builtins.int
     WAIT_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     POLL_INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
+    EVAL_FRACTION_FIELD_NUMBER: _builtins.int
+    EVAL_SEED_FIELD_NUMBER: _builtins.int
     feedback_dataset: _builtins.str
     min_annotators: _builtins.int
     """records need at least this many submitted responses"""
@@ -197,6 +199,12 @@ class FeedbackCollectionTask(_message.Message):
     """
     poll_interval_seconds: _builtins.int
     """seconds between polls while waiting (0 = 5)"""
+    eval_fraction: _builtins.float
+    """share of the pairs held out as an eval split, in [0, 1) (0 = every pair in train), so an
+    evaluation can score rankings the trained model never saw
+    """
+    eval_seed: _builtins.int
+    """seeds which pairs are held out (the same rankings and seed give the same split)"""
     @_builtins.property
     def feedback_backend(self) -> _common_pb2.PluginRef: ...
     def __init__(
@@ -209,10 +217,12 @@ class FeedbackCollectionTask(_message.Message):
         min_records: _builtins.int = ...,
         wait_timeout_seconds: _builtins.int = ...,
         poll_interval_seconds: _builtins.int = ...,
+        eval_fraction: _builtins.float = ...,
+        eval_seed: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["feedback_backend", b"feedback_backend"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["feedback_backend", b"feedback_backend", "feedback_dataset", b"feedback_dataset", "min_annotators", b"min_annotators", "min_records", b"min_records", "output_dataset", b"output_dataset", "poll_interval_seconds", b"poll_interval_seconds", "wait_timeout_seconds", b"wait_timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["eval_fraction", b"eval_fraction", "eval_seed", b"eval_seed", "feedback_backend", b"feedback_backend", "feedback_dataset", b"feedback_dataset", "min_annotators", b"min_annotators", "min_records", b"min_records", "output_dataset", b"output_dataset", "poll_interval_seconds", b"poll_interval_seconds", "wait_timeout_seconds", b"wait_timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
