@@ -50,7 +50,21 @@ def test_bleu_and_chrf_match_sacrebleu(metrics) -> None:  # type: ignore[no-unty
     assert chrf(PREDICTIONS, REFERENCES) == pytest.approx(
         sacrebleu.corpus_chrf(PREDICTIONS, [REFERENCES]).score
     )
-    assert not hasattr(bleu, "per_sample")  # a corpus metric: the bootstrap recomputes it
+    assert not hasattr(bleu, "per_sample")  # a corpus metric: not a mean over samples
+
+
+@pytest.mark.parametrize(("name", "corpus"), [("bleu", "corpus_bleu"), ("chrf", "corpus_chrf")])
+def test_summed_sample_stats_give_the_corpus_score(metrics, name: str, corpus: str) -> None:  # type: ignore[no-untyped-def]
+    # what the bootstrap resamples: any multiset of samples, summed, equals sacrebleu's score on
+    # those samples
+    metric = metrics.get(name).factory()
+    stats = metric.sample_stats(PREDICTIONS, REFERENCES)
+    for picks in ([0, 1, 2, 3], [3, 3, 0], [1, 1, 1, 2, 0]):
+        totals = [sum(col) for col in zip(*(stats[i] for i in picks), strict=True)]
+        expected = getattr(sacrebleu, corpus)(
+            [PREDICTIONS[i] for i in picks], [[REFERENCES[i] for i in picks]]
+        ).score
+        assert metric.from_stats(totals) == pytest.approx(expected)
 
 
 def test_exact_match_and_token_f1_follow_squad(metrics) -> None:  # type: ignore[no-untyped-def]

@@ -115,3 +115,22 @@ def test_the_report_renders(metrics: dict[str, Metric], tmp_path: Path) -> None:
     page = files["report.html"].decode()
     assert "PASSED" in page and "q0 &lt;b&gt;" in page and "data:image/png;base64," in page
     assert "| rouge_l | base |" in files["report.md"].decode()
+
+
+def test_corpus_bleu_bootstrap_from_sample_stats_equals_recomputing_it(
+    metrics: dict[str, Metric],
+) -> None:
+    # the same draws, two ways: summing sacrebleu's per-sample statistics, and re-scoring every
+    # resampled corpus with sacrebleu (what the bootstrap did before the statistics existed)
+    from tunewright.evaluator import comparison
+
+    rng = random.Random(3)
+    words = "reset the password then restart sync agent cache invoice".split()
+    refs = [" ".join(rng.choices(words, k=9)) for _ in range(25)]
+    preds = [" ".join(rng.choices(words, k=8)) for _ in range(25)]
+    bleu = metrics["bleu"]
+    assert bleu.sample_stats is not None
+    idx = comparison._indices(len(refs), 50, seed=1)
+    fast = comparison._resampled(bleu, preds, refs, idx)
+    slow = comparison._resampled(Metric("bleu", bleu.fn.__call__, True), preds, refs, idx)
+    assert fast.tolist() == pytest.approx(slow.tolist())

@@ -95,17 +95,32 @@ class TokenF1(MeanMetric):
 
 
 class SacreBleu:
-    """Corpus BLEU or chrF (0-100) from sacrebleu; not a mean, so no per-sample scores."""
+    """Corpus BLEU or chrF (0-100) from sacrebleu; not a mean, so no per-sample scores.
+
+    It offers per-sample sufficient statistics instead (sacrebleu's own: n-gram matches and
+    totals, lengths), whose sum gives the corpus score: a bootstrap resamples and sums them
+    rather than re-tokenising every resample (sacrebleu's paired bootstrap does the same)."""
 
     def __init__(self, kind: str) -> None:
         import sacrebleu
+        from sacrebleu.metrics import BLEU, CHRF
 
         self.kind = kind
         self._corpus = sacrebleu.corpus_bleu if kind == "bleu" else sacrebleu.corpus_chrf
+        # the defaults of corpus_bleu / corpus_chrf, so both paths give the same score
+        self._metric = BLEU() if kind == "bleu" else CHRF()
 
     def __call__(self, predictions: Texts, references: Texts) -> float:
         _check(predictions, references)
         return float(self._corpus(list(predictions), [list(references)]).score)
+
+    def sample_stats(self, predictions: Texts, references: Texts) -> list[list[int]]:
+        _check(predictions, references)
+        stats = self._metric._extract_corpus_statistics(list(predictions), [list(references)])
+        return [[int(x) for x in row] for row in stats]
+
+    def from_stats(self, totals: Sequence[int]) -> float:
+        return float(self._metric._compute_score_from_stats([int(x) for x in totals]).score)
 
 
 class ClassificationF1:

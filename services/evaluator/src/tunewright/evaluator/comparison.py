@@ -40,6 +40,11 @@ class Metric:
         self.per_sample: Callable[[Texts, Texts], Sequence[float]] | None = getattr(
             fn, "per_sample", None
         )
+        # corpus metrics (BLEU, chrF): per-sample sufficient statistics whose sum gives the score
+        self.sample_stats: Callable[[Texts, Texts], Sequence[Sequence[float]]] | None = getattr(
+            fn, "sample_stats", None
+        )
+        self.from_stats: Callable[[Sequence[float]], float] | None = getattr(fn, "from_stats", None)
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,10 @@ def _resampled(
     if metric.per_sample is not None:
         scores = np.asarray(metric.per_sample(predictions, references), dtype=float)
         return np.asarray(scores[idx].mean(axis=1))
+    if metric.sample_stats is not None and metric.from_stats is not None:
+        stats = np.asarray(metric.sample_stats(predictions, references), dtype=np.int64)
+        from_stats = metric.from_stats
+        return np.array([from_stats(stats[row].sum(axis=0).tolist()) for row in idx], dtype=float)
     preds, refs = list(predictions), list(references)
     return np.array(
         [metric.fn([preds[i] for i in row], [refs[i] for i in row]) for row in idx], dtype=float
