@@ -187,6 +187,7 @@ def test_the_shipped_retraining_pipeline_is_valid_and_gates_on_the_reviewers_pai
         "negatives": "file:///negatives.jsonl",
         "production_model": "mv-1",
         "model_name": "support",
+        "base_model": "tiny:llama-xxs",
         "feedback_backend": "argilla",
         "detection_id": "drift-1",
     }
@@ -196,9 +197,16 @@ def test_the_shipped_retraining_pipeline_is_valid_and_gates_on_the_reviewers_pai
     collect = stages["feedback"]["spec"]["feedback_collection"]
     assert collect["wait_timeout_seconds"] >= 3600 and collect["poll_interval_seconds"] > 0
     assert 0 < collect["min_records"] <= PolicySection().min_negatives
-    # scored on the preference pairs, not on overlap with the thumbs-down answers
+    # some pairs are held out: DPO trains on the train split, the gate scores the eval split
+    assert (
+        0 < collect["eval_fraction"] < 1
+        and round(collect["min_records"] * collect["eval_fraction"]) >= 1
+    )
+    assert stages["dpo"]["spec"]["datasets"] == [{"id": "${stages.feedback.dataset_version_id}"}]
+    # scored on the held-out preference pairs, not on overlap with the thumbs-down answers
     evaluate = stages["evaluate"]["spec"]
     assert evaluate["dataset"] == {"id": "${stages.feedback.dataset_version_id}"}
+    assert evaluate["split"] == "eval"
     assert [m["name"] for m in evaluate["metrics"]] == ["preference_accuracy"]
     (rule,) = evaluate["gate"]["rules"]
     assert rule["metric"] == "preference_accuracy" and rule["baseline"] == "production"

@@ -337,6 +337,8 @@ class Monitor:
                     "negatives": ref.uri,
                     "production_model": window.model_version_id,
                     "model_name": model.model,
+                    # the trainer rebuilds the production model from its base + trained folders
+                    "base_model": model.base_model,
                     "feedback_backend": self.settings.policy.feedback_backend,
                     "detection_id": detection_id,
                 },

@@ -9,7 +9,9 @@ back in as a preference dataset version.
    (chosen: the response most annotators put first; rejected: the one most put last; ties go
    to the first annotator's ranking; a pair whose texts are equal teaches nothing and is
    skipped), with the annotators kept on every row, written as a JSONL split and described as
-   a ``preference`` dataset version whose parent is the prompts' dataset version. Agreement
+   a ``preference`` dataset version whose parent is the prompts' dataset version (with
+   ``eval_fraction``, a seeded share of the pairs goes to an ``eval`` split instead, so an
+   evaluation can score rankings the trained model never saw). Agreement
    (the share of annotators who picked the chosen response) is averaged over the records at
    least two people ranked, and that number of records is reported with it. Every ranked
    record is either a pair or a drop with a reason (:data:`DROP_REASONS`), so ranked records
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import random
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -172,6 +175,28 @@ class _Found:
     parents: set[str]
     ranked_records: int
     drops: Counter[str]
+
+
+def split_pairs(
+    rows: list[dict[str, Any]], eval_fraction: float, seed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``rows`` as (train, eval): ``round(n * eval_fraction)`` pairs drawn by a generator seeded
+    with ``seed`` are held out, at least one when the fraction is above 0 and there are two
+    pairs, and never all of them (DPO needs a pair to train on). Both keep the rows' order."""
+    if not 0.0 <= eval_fraction < 1.0:
+        raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
+    if eval_fraction == 0.0 or len(rows) < 2:
+        return rows, []
+    k = min(max(round(len(rows) * eval_fraction), 1), len(rows) - 1)
+    held = set(random.Random(seed).sample(range(len(rows)), k))
+    return (
+        [r for i, r in enumerate(rows) if i not in held],
+        [r for i, r in enumerate(rows) if i in held],
+    )
+
+
+def _jsonl(rows: list[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows).encode()
 
 
 def _gather(backend: Any, dataset: str, min_annotators: int) -> _Found:
@@ -343,6 +368,13 @@ class Preferences:
                     )
                 ],
             )
+        if not 0.0 <= task.eval_fraction < 1.0:
+            raise InvalidArgument(
+                f"eval_fraction must be in [0, 1), got {task.eval_fraction}",
+                field_violations=[
+                    FieldViolation("spec.feedback_collection.eval_fraction", "must be in [0, 1)")
+                ],
+            )
         name, backend = feedback_backend(
             self.plugins, task.feedback_backend, self.workdir / "feedback"
         )
@@ -379,11 +411,15 @@ class Preferences:
         if not rows:
             waited = f" after waiting {wait_s} s" if wait_s else " yet"
             raise FailedPrecondition(f"no usable rankings{waited}", reason="NO_FEEDBACK")
-        body = "".join(
-            json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows
-        ).encode()
-        ref = await self.artifacts.put_bytes(body, "application/jsonl")
-        digest = hashlib.sha256(body).hexdigest()
+        train_rows, eval_rows = split_pairs(rows, task.eval_fraction, task.eval_seed)
+        bodies = {"train": _jsonl(train_rows)}
+        if eval_rows:
+            bodies["eval"] = _jsonl(eval_rows)
+        # one split hashes as its body alone (as before there was an eval split)
+        hashed = hashlib.sha256(bodies["train"])
+        if eval_rows:
+            hashed.update(b"\0eval\0" + bodies["eval"])
+        digest = hashed.hexdigest()
         version = registry_pb2.DatasetVersion(
             id=f"dsv-{hashlib.sha256(f'{workspace}/{task.output_dataset}/{digest}'.encode()).hexdigest()[:24]}",
             workspace=workspace,
@@ -397,7 +433,8 @@ class Preferences:
                 total=found.ranked_records,
                 accepted=len(rows),
                 filtered=sum(found.drops.values()),
-                train=len(rows),
+                train=len(train_rows),
+                eval=len(eval_rows),
             ),
             labels={
                 "feedback_backend": name,
@@ -405,14 +442,16 @@ class Preferences:
                 "agreement_records": str(len(found.agreements)),
             },
         )
-        version.splits["train"].CopyFrom(
-            common_pb2.ArtifactRef(
-                uri=ref.uri,
-                sha256=ref.sha256,
-                size_bytes=ref.size_bytes or 0,
-                media_type=ref.media_type,
+        for split, body in bodies.items():
+            ref = await self.artifacts.put_bytes(body, "application/jsonl")
+            version.splits[split].CopyFrom(
+                common_pb2.ArtifactRef(
+                    uri=ref.uri,
+                    sha256=ref.sha256,
+                    size_bytes=ref.size_bytes or 0,
+                    media_type=ref.media_type,
+                )
             )
-        )
         return Collected(
             dataset_version=version,
             pairs=len(rows),
