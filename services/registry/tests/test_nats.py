@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -121,11 +122,13 @@ def _start_registry(nats_url: str, db_url: str, data_dir: Path) -> subprocess.Po
     assert proc.stdout is not None
     for line in proc.stdout:
         if "service serving" in line:
+            # keep draining its log: a full pipe would block the registry's next log write
+            threading.Thread(target=proc.stdout.read, daemon=True).start()
             return proc
     raise AssertionError(f"registry did not start (exit {proc.wait()})")
 
 
-async def _next_request(bus: EventBus, durable: str) -> Delivery:
+async def _next_request(bus: EventBus, durable: str, timeout_s: float = 30) -> Delivery:
     got: asyncio.Queue[Delivery] = asyncio.Queue()
 
     async def take(delivery: Delivery) -> None:
@@ -133,7 +136,7 @@ async def _next_request(bus: EventBus, durable: str) -> Delivery:
 
     sub = await bus.consume(durable, take)
     try:
-        return await asyncio.wait_for(got.get(), 30)
+        return await asyncio.wait_for(got.get(), timeout_s)
     finally:
         await sub.stop()
 
@@ -177,7 +180,11 @@ async def test_registry_killed_mid_pipeline_resumes_after_restart(
         )
         registry = _start_registry(nats_url, db_url, tmp_path)
 
-        evaluate = (await _next_request(bus, "evaluator-worker")).decode(
+        # a fact published right after the kill can go to the dead process's pending pull
+        # request (the server has not yet seen the connection drop); JetStream redelivers it to
+        # the new registry after ack_wait, which is the recovery under test: wait past it
+        ack_wait = next(c for c in catalog.CONSUMERS if c.durable == "registry-facts").ack_wait_s
+        evaluate = (await _next_request(bus, "evaluator-worker", ack_wait + 30)).decode(
             events_pb2.EvaluatorRunRequested
         )
         assert evaluate.spec.candidate.model.id == "mv-1"
