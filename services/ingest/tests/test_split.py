@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tunewright.ingest.split import PIN_EVAL, PIN_TRAIN, assign_eval
+import pytest
+
+from tunewright.ingest.split import assign_eval
 
 
 def test_each_label_keeps_its_share_and_the_same_seed_splits_the_same_way() -> None:
@@ -15,9 +17,12 @@ def test_each_label_keeps_its_share_and_the_same_seed_splits_the_same_way() -> N
 
 
 def test_pinned_rows_go_to_their_split_whatever_the_fraction() -> None:
-    labels = [PIN_EVAL, PIN_TRAIN, PIN_TRAIN, PIN_EVAL, "a", "a", "a", "a"]
+    labels = ["a", "b", "a", "b", "a", "a", "a", "a"]
+    pins = ["eval", "train", "train", "eval", None, None, "other", None]
     for fraction in (0.0, 0.5, 0.9):
-        chosen = assign_eval(labels, eval_fraction=fraction, seed=1)
+        chosen = assign_eval(labels, eval_fraction=fraction, seed=1, pins=pins)
         assert {0, 3} <= chosen and not {1, 2} & chosen
-        # only the unpinned rows are shared out by the fraction
+        # only the unpinned rows (an unknown pin is none) are shared out by the fraction
         assert len(chosen - {0, 3}) == round(4 * fraction)
+    with pytest.raises(ValueError, match="pins for"):
+        assign_eval(labels, eval_fraction=0.1, seed=1, pins=pins[:3])

@@ -194,7 +194,7 @@ async def test_synthetic_rows_are_filtered_flagged_and_scrubbed_through_ingest(
         assert seed_eval and [r["messages"] for r in new_eval] == [r["messages"] for r in seed_eval]
         assert all(r["synthetic"] == "false" for r in new_eval)
         assert sum(r["synthetic"] == "true" for r in new_train) == 5
-        assert {r["split_pin"] for r in new_train} == {"pin:train"}
+        assert {r["split_pin"] for r in new_train} == {"train"}
         # no held-out request was shown to the generator
         shown = " ".join(
             m["content"] for request in scripted_chat_server.requests for m in request["messages"]

@@ -23,6 +23,8 @@ either.
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import json
 import logging
 import os
@@ -262,10 +264,7 @@ class OpenAICompatibleGenerator:
         delay = min(self.max_backoff_s, self.backoff_s * 2**attempt)
         delay *= 0.5 + random.random() / 2  # jitter: clients that failed together spread out
         if retry_after:
-            try:
-                delay = min(self.max_backoff_s, max(0.0, float(retry_after)))
-            except ValueError:
-                pass  # an HTTP date: keep the computed backoff
+            delay = min(self.max_backoff_s, _retry_after_s(retry_after, delay))
         log.info(
             "generator request retry url=%s model=%s attempt=%d cause=%s wait_s=%.2f",
             self.url,
@@ -317,3 +316,19 @@ def _http_error(response: httpx.Response, url: str, model: str, *, attempts: int
     if status == 404:
         return NotFound(f"{what}: wrong base_url or model name", reason="GENERATOR_NOT_FOUND")
     return InvalidArgument(what, reason="GENERATOR_REJECTED_REQUEST")
+
+
+def _retry_after_s(value: str, fallback: float) -> float:
+    """Seconds a ``Retry-After`` header asks for: delta-seconds or an HTTP date (RFC 9110);
+    ``fallback`` when it is neither."""
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return fallback
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())

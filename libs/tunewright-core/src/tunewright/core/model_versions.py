@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tunewright.core.artifacts import ArtifactRef, ArtifactStore
 from tunewright.core.errors import FailedPrecondition
+from tunewright.core.plugins import BaseModelRegistry
 from tunewright.registry.v1 import registry_pb2
 
 #: model version id -> the registered model version
@@ -35,6 +37,24 @@ class TrainedChain:
     def tokenizer(self) -> Path:
         """The folder whose ``tokenizer/`` (chat template, EOS) the version uses."""
         return self.folders[-1]
+
+    def generator_inputs(self, base_models: BaseModelRegistry) -> dict[str, Any]:
+        """The model arguments of a generator's ``generate(...)``: ``base``, ``weights``,
+        ``tokenizer``."""
+        return {
+            "base": base_model(base_models, self.base_model, self.seed),
+            "weights": list(self.folders),
+            "tokenizer": self.tokenizer,
+        }
+
+
+def base_model(base_models: BaseModelRegistry, uri: str, seed: int) -> Any:
+    """The base-model plugin object for ``uri`` (``tiny:llama-xs``, ``hf:/models/x``), with the
+    seed its weights were drawn with."""
+    scheme, _, reference = uri.partition(":")
+    if scheme not in base_models:
+        raise FailedPrecondition(f"no base-model plugin for {uri!r}", reason="UNKNOWN_BASE_MODEL")
+    return base_models.get(scheme).factory(reference, seed=seed)
 
 
 async def fetch_chain(

@@ -4,13 +4,25 @@ A missing entity is a NotFound; an unreachable registry a FailedPrecondition."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
 from tunewright.common.v1 import common_pb2
 from tunewright.core.errors import FailedPrecondition, NotFound
 from tunewright.registry.v1 import registry_pb2, registry_pb2_grpc
+
+
+class VersionLookup(Protocol):
+    """What services read from the registry: :class:`RegistryClient` implements it; domain
+    code depends on this, so tests can hand in a registry of their own."""
+
+    async def model_version(
+        self, ref: common_pb2.ModelVersionRef, workspace: str
+    ) -> registry_pb2.ModelVersion: ...
+    async def dataset_version(
+        self, ref: common_pb2.DatasetVersionRef, workspace: str
+    ) -> registry_pb2.DatasetVersion: ...
 
 
 class RegistryClient:

@@ -35,8 +35,9 @@ from tunewright.core.errors import (
     InvalidArgument,
     TunewrightError,
 )
-from tunewright.core.model_versions import fetch_chain
+from tunewright.core.model_versions import base_model, fetch_chain
 from tunewright.core.plugins import Registries
+from tunewright.core.registry_client import VersionLookup
 from tunewright.core.splits import read_split_rows
 from tunewright.evaluator.comparison import (
     Delta,
@@ -69,13 +70,7 @@ class RunCancelled(Exception):
         self.reason = reason
 
 
-class Lookup(Protocol):
-    async def model_version(
-        self, ref: common_pb2.ModelVersionRef, workspace: str
-    ) -> registry_pb2.ModelVersion: ...
-    async def dataset_version(
-        self, ref: common_pb2.DatasetVersionRef, workspace: str
-    ) -> registry_pb2.DatasetVersion: ...
+class Lookup(VersionLookup, Protocol):
     async def training_run(self, run_id: str) -> registry_pb2.TrainingRun | None: ...
 
 
@@ -289,12 +284,7 @@ class Evaluation:
         self.workdir = workdir
 
     def _base(self, uri: str, seed: int) -> Any:
-        scheme, _, rest = uri.partition(":")
-        if scheme not in self.plugins.base_models:
-            raise FailedPrecondition(
-                f"no base-model plugin for {uri!r}", reason="UNKNOWN_BASE_MODEL"
-            )
-        return self.plugins.base_models.get(scheme).factory(rest, seed=seed)
+        return base_model(self.plugins.base_models, uri, seed)
 
     async def run(
         self, run_id: str, spec: evaluator_pb2.EvaluationSpec, progress: Progress

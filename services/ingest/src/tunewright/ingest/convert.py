@@ -198,6 +198,7 @@ def curation_config(
         eval_fraction=eval_fraction,
         seed=split.seed if split else 0,
         stratify_by=split.stratify_by if split else "",
+        pin_by=split.pin_by if split else "",
         label_noise_field=noise.label_field,
         label_noise_action=noise.action or "filter",
         label_noise_folds=noise.folds or 5,

@@ -75,6 +75,8 @@ class CurationConfig:
     eval_fraction: float = 0.1
     seed: int = 0
     stratify_by: str = ""
+    #: column whose value ``train`` / ``eval`` pins a row to that split; empty = none
+    pin_by: str = ""
     #: label column to check with cleanlab; empty = off
     label_noise_field: str = ""
     #: "filter" (flagged rows are filtered by ``label_noise``) or "review" (kept, listed)
@@ -185,6 +187,7 @@ class _Pass:
         self.fmt = config.record_format
         self.kind: Kind | None = None
         self.labels: list[str | None] = []
+        self.pins: list[str | None] = []  # SplitSpec.pin_by values, in step with labels
         #: input line of each accepted (spooled) row
         self.lines: list[int] = []
         self.meta_keys: dict[str, None] = {}
@@ -318,6 +321,7 @@ class _Pass:
         self.counts.accepted += 1
         label = record.meta.get(self.config.stratify_by) if self.config.stratify_by else None
         self.labels.append(label)
+        self.pins.append(record.meta.get(self.config.pin_by) if self.config.pin_by else None)
         self.lines.append(line)
         for key in record.meta:
             self.meta_keys.setdefault(key, None)
@@ -472,7 +476,10 @@ def curate(
             counts.accepted -= len(flagged)
     kept = [i for i in range(len(state.labels)) if i not in dropped]
     chosen = assign_eval(
-        [state.labels[i] for i in kept], eval_fraction=config.eval_fraction, seed=config.seed
+        [state.labels[i] for i in kept],
+        eval_fraction=config.eval_fraction,
+        seed=config.seed,
+        pins=[state.pins[i] for i in kept],
     )
     eval_rows = {kept[i] for i in chosen}
     counts.eval = len(eval_rows)
@@ -507,6 +514,7 @@ def curate(
             "eval_fraction": config.eval_fraction,
             "seed": config.seed,
             "stratify_by": config.stratify_by or None,
+            "pin_by": config.pin_by or None,
             "eval_by_label": _by_label(state.labels, eval_rows),
         },
         "duration_seconds": round(time.monotonic() - started, 3),

@@ -34,13 +34,14 @@ from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from tunewright.common.v1 import common_pb2
 from tunewright.core.artifacts import ArtifactRef, ArtifactStore
 from tunewright.core.errors import Cancelled, FailedPrecondition, FieldViolation, InvalidArgument
 from tunewright.core.model_versions import fetch_chain
 from tunewright.core.plugins import Registries
+from tunewright.core.registry_client import VersionLookup
 from tunewright.core.splits import read_split_rows
 from tunewright.registry.v1 import registry_pb2
 from tunewright.synth.v1 import synth_pb2
@@ -52,15 +53,6 @@ T = TypeVar("T")
 DROP_REASONS = ("below_min_annotators", "identical_responses", "unknown_record")
 #: longest a cancel waits while collection sleeps between polls
 _CANCEL_CHECK_S = 1.0
-
-
-class Registry(Protocol):
-    async def model_version(
-        self, ref: common_pb2.ModelVersionRef, workspace: str
-    ) -> registry_pb2.ModelVersion: ...
-    async def dataset_version(
-        self, ref: common_pb2.DatasetVersionRef, workspace: str
-    ) -> registry_pb2.DatasetVersion: ...
 
 
 @dataclass(frozen=True)
@@ -251,7 +243,12 @@ def _gather(backend: Any, dataset: str, min_annotators: int) -> _Found:
 
 class Preferences:
     def __init__(
-        self, *, registry: Registry, artifacts: ArtifactStore, plugins: Registries, workdir: Path
+        self,
+        *,
+        registry: VersionLookup,
+        artifacts: ArtifactStore,
+        plugins: Registries,
+        workdir: Path,
     ) -> None:
         self.registry = registry
         self.artifacts = artifacts
@@ -308,13 +305,9 @@ class Preferences:
         gen = task.generation
         with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
             chain = await fetch_chain(model, by_id, self.artifacts, Path(tmp))
-            base_scheme, _, base_ref = chain.base_model.partition(":")
-            base = self.plugins.base_models.get(base_scheme).factory(base_ref, seed=chain.seed)
             responses = await asyncio.to_thread(
                 generator.generate,
-                base=base,
-                weights=list(chain.folders),
-                tokenizer=chain.tokenizer,
+                **chain.generator_inputs(self.plugins.base_models),
                 prompts=[p for p, _ in prompts],
                 max_new_tokens=gen.max_new_tokens or 48,
                 batch_size=gen.batch_size or 8,

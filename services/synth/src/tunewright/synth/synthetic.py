@@ -62,13 +62,14 @@ from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from tunewright.common.v1 import common_pb2
 from tunewright.core.artifacts import ArtifactRef, ArtifactStore
 from tunewright.core.errors import Cancelled, FailedPrecondition, FieldViolation, InvalidArgument
 from tunewright.core.model_versions import fetch_chain
 from tunewright.core.plugins import Registries
+from tunewright.core.registry_client import VersionLookup
 from tunewright.core.splits import read_split_rows
 from tunewright.registry.v1 import registry_pb2
 from tunewright.synth.preferences import feedback_backend, poll_until
@@ -96,21 +97,11 @@ JUDGE_SYSTEM = (
     "You rate answers to support requests from 1 (useless or wrong) to 5 (correct, helpful, "
     "polite). Reply with the digit only."
 )
-#: the row column that pins a row to a split; ingest's split (``tunewright.ingest.split``)
-#: sends a row labelled ``pin:train`` / ``pin:eval`` to that split when stratifying by it
+#: the row column that pins a row to a split (``train`` / ``eval``): ingest honours it as
+#: ``SplitSpec.pin_by``
 SPLIT_PIN_FIELD = "split_pin"
 #: the feedback-backend methods human review needs (the contract's optional review extension)
 REVIEW_METHODS = ("publish_review", "collect_reviews")
-PIN = {"train": "pin:train", "eval": "pin:eval"}
-
-
-class Registry(Protocol):
-    async def model_version(
-        self, ref: common_pb2.ModelVersionRef, workspace: str
-    ) -> registry_pb2.ModelVersion: ...
-    async def dataset_version(
-        self, ref: common_pb2.DatasetVersionRef, workspace: str
-    ) -> registry_pb2.DatasetVersion: ...
 
 
 @dataclass(frozen=True)
@@ -374,7 +365,7 @@ class SyntheticExamples:
     def __init__(
         self,
         *,
-        registry: Registry,
+        registry: VersionLookup,
         artifacts: ArtifactStore,
         plugins: Registries,
         workdir: Path,
@@ -560,7 +551,7 @@ class SyntheticExamples:
         for row, split in zip(rows, splits, strict=True):
             copy = {k: v for k, v in row.items() if v is not None}
             copy.setdefault("synthetic", "false")
-            copy[SPLIT_PIN_FIELD] = PIN["eval" if split == "eval" else "train"]
+            copy[SPLIT_PIN_FIELD] = "eval" if split == "eval" else "train"
             out_rows.append(copy)
         for c in accepted:
             out_rows.append(
@@ -575,7 +566,7 @@ class SyntheticExamples:
                     "synthetic_prompt": json.dumps(c.prompt, ensure_ascii=False),
                     "synth_job_id": job_id,
                     **({"reviewed_by": ",".join(c.detail["reviewed_by"])} if task.review else {}),
-                    SPLIT_PIN_FIELD: PIN["train"],
+                    SPLIT_PIN_FIELD: "train",
                 }
             )
         fates = Counter(c.fate for c in candidates)
@@ -745,13 +736,7 @@ class SyntheticExamples:
                 )
 
             chain = await fetch_chain(model, by_id, self.artifacts, tmp)
-            scheme, _, reference = chain.base_model.partition(":")
-            base = self.plugins.base_models.get(scheme).factory(reference, seed=chain.seed)
-            model_kwargs = {
-                "base": base,
-                "weights": list(chain.folders),
-                "tokenizer": chain.tokenizer,
-            }
+            model_kwargs = chain.generator_inputs(self.plugins.base_models)
             provenance = f"{name}:{model.id}"
         elif name == "local":
             raise InvalidArgument(

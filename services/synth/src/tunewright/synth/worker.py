@@ -339,7 +339,7 @@ class SynthWorker:
             # every row is pinned (the seed's eval rows to eval, the rest to train): the
             # parent's eval split stays as it was and no synthetic row lands in eval
             split=ingest_pb2.SplitSpec(
-                eval_fraction=0.0, seed=task.decoding.seed, stratify_by=SPLIT_PIN_FIELD
+                eval_fraction=0.0, seed=task.decoding.seed, pin_by=SPLIT_PIN_FIELD
             ),
         )
         await self.job_event(job, f"curating through ingest job {job.ingest_job_id}")

@@ -425,13 +425,16 @@ class SplitSpec(_message.Message):
     EVAL_FRACTION_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
     STRATIFY_BY_FIELD_NUMBER: _builtins.int
+    PIN_BY_FIELD_NUMBER: _builtins.int
     eval_fraction: _builtins.float
     """fraction of accepted rows held out for evaluation"""
     seed: _builtins.int
     stratify_by: _builtins.str
-    """keep the category mix equal across splits; a row whose value in this column is
-    "pin:train" or "pin:eval" goes to that split whatever the fraction (synth keeps a parent's
-    eval split this way)
+    """keep the category mix equal across splits"""
+    pin_by: _builtins.str
+    """a row whose value in this column is "train" or "eval" goes to that split whatever the
+    fraction; rows without one (or with another value) are split as usual (synth keeps a
+    parent's eval split this way)
     """
     def __init__(
         self,
@@ -439,10 +442,11 @@ class SplitSpec(_message.Message):
         eval_fraction: _builtins.float = ...,
         seed: _builtins.int = ...,
         stratify_by: _builtins.str = ...,
+        pin_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["eval_fraction", b"eval_fraction", "seed", b"seed", "stratify_by", b"stratify_by"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["eval_fraction", b"eval_fraction", "pin_by", b"pin_by", "seed", b"seed", "stratify_by", b"stratify_by"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
