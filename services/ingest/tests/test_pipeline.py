@@ -266,7 +266,7 @@ def test_pseudonyms_are_consistent_within_a_dataset(
 ) -> None:
     config = PiiConfig(
         entities=pii_config.entities, operators={"PERSON": "pseudonym", "EMAIL_ADDRESS": "hash"},
-        allow_list=pii_config.allow_list, salt="ws/ds",
+        allow_list=pii_config.allow_list, hash_key=b"k" * 32, scope="ws/ds",
     )  # fmt: skip
     scrubber = DatasetScrubber(pii_engine, config)
     user, answer = scrubber.scrub(

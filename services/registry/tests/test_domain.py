@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from tunewright.common.v1 import common_pb2
 from tunewright.core import subjects as s
 from tunewright.core.errors import FailedPrecondition, InvalidArgument
-from tunewright.registry import facts, lineage, models, promotion, records
+from tunewright.registry import convert, facts, lineage, models, promotion, records
 from tunewright.registry.db import Database
 from tunewright.registry.v1 import registry_pb2
 
@@ -49,6 +49,19 @@ def test_dataset_versions_are_numbered_and_registered_once(db: Database) -> None
         )
         assert latest.id == "dv-b"
     assert _count(db, models.DatasetVersion) == 2
+
+
+def test_a_dataset_version_keeps_its_pii_canary_recall(db: Database) -> None:
+    dv = dataset_version("dv-canary")
+    dv.canary_recall.update({"EMAIL_ADDRESS": 1.0, "PERSON": 0.65})
+    with db.transaction() as session:
+        records.register_dataset_version(session, dv)
+        plain, _ = records.register_dataset_version(session, dataset_version("dv-plain"))
+    with db.transaction() as session:
+        row = records.get_dataset_version(session, common_pb2.DatasetVersionRef(id=dv.id))
+        stored = convert.dataset_version_pb(row)
+        assert dict(stored.canary_recall) == {"EMAIL_ADDRESS": 1.0, "PERSON": 0.65}
+        assert dict(convert.dataset_version_pb(plain).canary_recall) == {}
 
 
 def test_incomplete_dataset_version_names_the_missing_fields(db: Database) -> None:

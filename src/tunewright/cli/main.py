@@ -264,6 +264,9 @@ def _print_report(
                 if isinstance(entities, dict) and entities:
                     shown = ", ".join(f"{k} {v}" for k, v in sorted(entities.items()))
                     console.print(f"[bold]PII scrubbed[/bold]: {shown}")
+            if dv.canary_recall:
+                shown = ", ".join(f"{k} {v:.2f}" for k, v in sorted(dv.canary_recall.items()))
+                console.print(f"[bold]PII canary recall[/bold]: {shown}", highlight=False)
         if kind == "feedback" and "dataset_version_id" in out:
             dv = client.dataset_version(out["dataset_version_id"])
             if dv.labels.get("simulated") == "true":
@@ -460,6 +463,38 @@ def cancel(
     finally:
         client.close()
     console.print(f"run {run_id}: {summary.status}")
+
+
+@cli.group()
+def pii() -> None:
+    """PII detection with the ingest service's engine and defaults."""
+
+
+@pii.command("detect")
+@config_option
+@data_dir_option
+def pii_detect(config: Path | None, data_dir: Path | None) -> None:
+    """Read JSONL {"id","text"} on stdin, write {"id","spans":[[start,end,type],...]} on stdout.
+
+    The engine, settings (TW_INGEST__*, --config) and recognizer plugins are the ingest
+    service's, so a scrubber can be scored from outside on any labelled set.
+    """
+    # heavy imports (spaCy, presidio) only for this command
+    from tunewright.core.errors import InvalidArgument
+    from tunewright.core.plugins import PluginManager
+    from tunewright.ingest import detect
+    from tunewright.ingest.settings import IngestSettings
+
+    overrides: dict[str, Any] = {} if data_dir is None else {"data_dir": data_dir}
+    try:
+        settings = load_settings(IngestSettings, config, **overrides)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    registries = PluginManager().load(disabled=settings.plugins.disabled)
+    try:
+        detect.run(sys.stdin, sys.stdout, settings, registries)
+    except InvalidArgument as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def main() -> None:

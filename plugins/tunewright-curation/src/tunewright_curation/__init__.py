@@ -43,8 +43,17 @@ def tw_register_pii_recognizers(registry: PiiRecognizerRegistry) -> None:
     registry.add(
         name="street_address",
         factory=recognizers.street_address,
-        description="House number + street name (+ city, state, ZIP): presidio has none.",
+        description=(
+            "Street lines in the common national formats (USPS suffixes, European thoroughfare "
+            "words and suffixes), with the postal block after them: presidio has none."
+        ),
         entities=["STREET_ADDRESS"],
+    )
+    registry.add(
+        name="postal_code",
+        factory=recognizers.postal_code,
+        description="Postal codes (UK, CA, NL shapes; digit codes next to a context word).",
+        entities=["ZIP_CODE"],
     )
     registry.add(
         name="account_id",

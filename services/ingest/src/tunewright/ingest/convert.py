@@ -115,14 +115,30 @@ def pii_config(
     registries: Registries,
     *,
     allow: set[str],
+    hash_key: bytes = b"",
     bad: list[FieldViolation],
 ) -> pii.PiiConfig | None:
+    """The job's PII policy within the server's: ``allow`` is what the server trusts (its
+    allow-list and glossary); a job's own terms join only when ``pii_trust_job_terms``."""
     entities = list(
         dict.fromkeys(
             [*section.pii_entities, *sorted(pii.entity_types(registries.pii_recognizers))]
         )
     )
     operators = dict(spec.pii.operators)
+    for entity, op in sorted(operators.items()):
+        if op == "keep" and entity not in section.pii_keep_allowed:
+            allowed = ", ".join(section.pii_keep_allowed) or "none"
+            bad.append(
+                FieldViolation(
+                    f"spec.pii.operators[{entity}]",
+                    f"'keep' is not allowed for {entity} by this server's policy "
+                    f"(ingest.pii_keep_allowed: {allowed})",
+                )
+            )
+    trusted = set(allow) | set(section.pii_allow_list)
+    if section.pii_trust_job_terms:
+        trusted |= set(spec.terminology.values())
     threshold = spec.pii.score_threshold or section.pii_score_threshold
     try:
         return pii.PiiConfig(
@@ -130,8 +146,10 @@ def pii_config(
             entities=tuple(entities),
             operators=operators,
             score_threshold=threshold,
-            allow_list=frozenset(allow | set(section.pii_allow_list)),
-            salt=f"{spec.workspace}/{spec.dataset}",
+            allow_list=frozenset(trusted),
+            hash_key=hash_key,
+            scope=f"{spec.workspace}/{spec.dataset}",
+            safe_meta_columns=frozenset(section.pii_safe_meta_columns),
         )
     except pii.PiiConfigError as exc:
         bad.append(FieldViolation("spec.pii", str(exc)))
@@ -145,6 +163,7 @@ def curation_config(
     *,
     glossary: Mapping[str, str] = {},
     source_name: str = "",
+    hash_key: bytes = b"",
 ) -> CurationConfig:
     """Validate ``spec`` and build the pipeline's config; :class:`InvalidArgument` lists all faults."""
     bad: list[FieldViolation] = []
@@ -175,8 +194,12 @@ def curation_config(
         bad.append(FieldViolation("spec.label_noise.action", "must be 'filter' or 'review'"))
     if noise.folds and not 2 <= noise.folds <= 20:
         bad.append(FieldViolation("spec.label_noise.folds", "must be in [2, 20] (0 = 5)"))
+    if not 0.0 <= spec.pii.min_canary_recall <= 1.0:
+        bad.append(FieldViolation("spec.pii.min_canary_recall", "must be in [0, 1] (0 = no gate)"))
     filters = _filters(spec, section, registries, bad)
-    pii_conf = pii_config(spec, section, registries, allow=set(terminology.values()), bad=bad)
+    pii_conf = pii_config(
+        spec, section, registries, allow=set(glossary.values()), hash_key=hash_key, bad=bad
+    )
     if bad:
         raise InvalidArgument(
             f"invalid ingest spec: {'; '.join(f'{v.field}: {v.description}' for v in bad)}",
@@ -204,6 +227,7 @@ def curation_config(
         label_noise_folds=noise.folds or 5,
         batch_size=section.batch_size,
         source_name=source_name,
+        min_canary_recall=spec.pii.min_canary_recall,
     )
 
 
@@ -259,6 +283,7 @@ def dataset_version(
         source=spec.origin or registry_pb2.DATASET_SOURCE_UPLOAD,
         produced_by=job_id,
         labels=dict(spec.labels),
+        canary_recall=result.canaries.recall() if result.canaries is not None else {},
     )
     version.created_at.GetCurrentTime()
     for split in ("train", "eval"):

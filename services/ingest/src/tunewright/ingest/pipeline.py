@@ -23,8 +23,10 @@ This module has no transport imports; the worker calls :func:`curate` in a threa
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import random
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from tunewright.core.errors import Cancelled, InvalidArgument
+from tunewright.ingest import canary
 from tunewright.ingest.dedup import ExactDeduper, NearDeduper
 from tunewright.ingest.labels import find_noisy_labels
 from tunewright.ingest.pii import DatasetScrubber, PiiConfig
@@ -84,6 +87,10 @@ class CurationConfig:
     label_noise_folds: int = 5
     batch_size: int = 256
     source_name: str = ""
+    #: PII canaries planted per entity type (0 = none; see :mod:`tunewright.ingest.canary`)
+    canaries_per_type: int = canary.DEFAULT_PER_TYPE
+    #: a canary recall under this for any type fails the job (the worker rejects it); 0 = off
+    min_canary_recall: float = 0.0
 
 
 @dataclass
@@ -139,6 +146,8 @@ class CurationResult:
     files: dict[str, Path]
     report: dict[str, Any]
     pii_audit: dict[str, Any]
+    #: PII canary recall per entity type; None when nothing was scrubbed or planted
+    canaries: canary.CanaryReport | None = None
 
 
 ProgressFn = Callable[[Counts, str], None]
@@ -298,7 +307,16 @@ class _Pass:
         """Scrubbed records in batch order; None for a row whose scrub failed (quarantined)."""
         if self.scrubber is None:
             return [record for _, _, record in batch]
-        items = [([n for n, _ in r.texts()], [t for _, t in r.texts()]) for _, _, r in batch]
+        safe = self.scrubber.config.safe_meta_columns
+        # meta columns (a CSV's requester_email, ...) are scrubbed like the text, after it
+        metas = [[k for k in r.meta if k not in safe] for _, _, r in batch]
+        items = [
+            (
+                [n for n, _ in r.texts()] + [f"meta.{k}" for k in keys],
+                [t for _, t in r.texts()] + [r.meta[k] for k in keys],
+            )
+            for (_, _, r), keys in zip(batch, metas, strict=True)
+        ]
         try:
             results: list[list[str] | None] = list(self.scrubber.scrub_many(items))
         except Exception:
@@ -313,8 +331,8 @@ class _Pass:
                     self.quarantined(line, Reason.PII_SCRUB_FAILED, type(exc).__name__, raw)
                     results.append(None)
         return [
-            None if texts is None else record.with_texts(texts)
-            for (_, _, record), texts in zip(batch, results, strict=True)
+            None if texts is None else _with_scrubbed(record, keys, texts)
+            for (_, _, record), keys, texts in zip(batch, metas, results, strict=True)
         ]
 
     def accept(self, line: int, record: Record) -> None:
@@ -329,6 +347,13 @@ class _Pass:
 
     def close_spool(self) -> None:
         self._spool.close()
+
+
+def _with_scrubbed(record: Record, meta_keys: Sequence[str], texts: Sequence[str]) -> Record:
+    """``record`` with its scrubbed texts, then its scrubbed meta values (``meta_keys`` order)."""
+    n = len(texts) - len(meta_keys)
+    meta = {**record.meta, **dict(zip(meta_keys, texts[n:], strict=True))}
+    return dataclasses.replace(record.with_texts(texts[:n]), meta=meta)
 
 
 def _parquet_schema(kind: Kind, meta_keys: Sequence[str]) -> Any:
@@ -488,8 +513,13 @@ def curate(
         progress(counts, "writing")
     row_log.close()
     files, content_hash = _write_outputs(state, work_dir, eval_rows, kind, dropped)
+    if progress and scrubber is not None:
+        progress(counts, "planting PII canaries")
+    canaries = _canaries(state, scrubber, dropped, content_hash)
     state.spool_path.unlink()
-    audit = scrubber.audit_report() if scrubber is not None else {"enabled": False}
+    audit: dict[str, Any] = scrubber.audit_report() if scrubber else {"enabled": False}
+    if canaries is not None:
+        audit["canaries"] = canaries.to_dict()
     if scrubber is not None:
         for (entity, _field), n in scrubber.audit.items():
             counts.pii_entities[entity] += n
@@ -510,6 +540,7 @@ def curate(
             "replacements": dict(sorted(state.glossary.replacements.items())),
         },
         "label_noise": label_report,
+        "pii_canaries": canaries.to_dict() if canaries is not None else None,
         "split": {
             "eval_fraction": config.eval_fraction,
             "seed": config.seed,
@@ -524,7 +555,38 @@ def curate(
     files["pii_audit.json"] = work_dir / "pii_audit.json"
     files["pii_audit.json"].write_text(json.dumps(audit, indent=2, sort_keys=True))
     files["row_log.jsonl"] = row_log.path
-    return CurationResult(kind, fmt, file_format, counts, content_hash, files, report, audit)
+    return CurationResult(
+        kind, fmt, file_format, counts, content_hash, files, report, audit, canaries
+    )
+
+
+def _canaries(
+    state: _Pass, scrubber: DatasetScrubber | None, dropped: set[int], content_hash: str
+) -> canary.CanaryReport | None:
+    """Canary recall of the job's engine and policy, planted in shadow copies of the texts of
+    a seeded sample of accepted rows (the spool: already scrubbed); see :mod:`.canary`."""
+    config = state.config
+    if scrubber is None or config.canaries_per_type <= 0 or not state.counts.accepted:
+        return None
+    digest = hashlib.sha256(f"canaries\n{config.seed}\n{content_hash}".encode()).digest()
+    seed = int.from_bytes(digest[:8], "big")
+    kept = [i for i in range(len(state.lines)) if i not in dropped]
+    sample = set(random.Random(seed).sample(kept, min(canary.CARRIER_ROWS, len(kept))))
+    carriers: list[str] = []
+    with state.spool_path.open(encoding="utf-8") as spool:
+        for index, line in enumerate(spool):
+            if index in sample:
+                row = json.loads(line)
+                for name in ("messages", "prompt", "chosen", "rejected", "completion"):
+                    carriers += [turn["content"] for turn in row.get(name) or ()]
+    return canary.run_canaries(
+        carriers,
+        scrubber.engine,
+        scrubber.config,
+        seed=seed,
+        per_type=config.canaries_per_type,
+        min_recall=config.min_canary_recall,
+    )
 
 
 def _by_label(labels: Sequence[str | None], eval_rows: set[int]) -> dict[str, dict[str, int]]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from tunewright.core.settings import SettingsSection, TunewrightSettings
 from tunewright.ingest.pii import DEFAULT_ENTITIES, DEFAULT_MODEL
@@ -35,6 +35,36 @@ class IngestSection(SettingsSection):
     pii_allow_list: list[str] = Field(
         default_factory=list,
         description="Words never scrubbed (your product and company names); glossary terms too.",
+    )
+    pii_hash_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Secret key of the hash operator (HMAC-SHA256, >= 16 bytes). Unset: a random key "
+            "is made once in <data_dir>/ingest/pii-hash.key (mode 0600). Set the same key on "
+            "every ingest host of a deployment, or their hashes differ."
+        ),
+    )
+    pii_keep_allowed: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Entity types a job may leave in the data with the 'keep' operator (server policy; "
+            "none by default: a job asking to keep a type is refused)."
+        ),
+    )
+    pii_trust_job_terms: bool = Field(
+        default=False,
+        description=(
+            "Add a job's own terminology (canonical terms) to the PII allow-list. Off: only "
+            "pii_allow_list and the glossary_file are trusted, so a job cannot exempt a value "
+            "from scrubbing by naming it a term."
+        ),
+    )
+    pii_safe_meta_columns: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Meta columns (e.g. category) declared free of personal data: not scrubbed. Every "
+            "other meta column is scrubbed like the text."
+        ),
     )
     default_filters: list[str] = Field(
         default_factory=lambda: ["length", "language", "repetition", "junk"],

@@ -29,6 +29,7 @@ from tunewright.core.errors import Cancelled, InvalidArgument, PermanentError, T
 from tunewright.core.service import ServiceContext
 from tunewright.events.v1 import events_pb2
 from tunewright.ingest import convert
+from tunewright.ingest.hashkey import hash_key
 from tunewright.ingest.jobs import TERMINAL, JobStore, now_ts
 from tunewright.ingest.pii import DatasetScrubber, load_engine
 from tunewright.ingest.pipeline import Counts, CurationConfig, curate
@@ -56,6 +57,7 @@ class IngestWorker:
         self.jobs = jobs
         section = self.settings.ingest
         self.glossary = load_glossary(section.glossary_file) if section.glossary_file else {}
+        self.hash_key = hash_key(context.settings)
 
     # --- events ---
     def _meta(self, key: str, workspace: str, correlation_id: str | None) -> common_pb2.EventMeta:
@@ -168,7 +170,11 @@ class IngestWorker:
         try:
             # the file format comes from the spec, else from the content (the store has no names)
             config = convert.curation_config(
-                job.spec, section, self.context.plugins.registries, glossary=self.glossary
+                job.spec,
+                section,
+                self.context.plugins.registries,
+                glossary=self.glossary,
+                hash_key=self.hash_key,
             )
             source = await self.context.artifacts.get_file(
                 convert.ref_from_pb(job.spec.source, "spec.source"), work / "source"
@@ -195,6 +201,9 @@ class IngestWorker:
                     cid,
                     counts=convert.counts_to_pb(result.counts),
                 )
+            elif result.canaries is not None and (gate := result.canaries.gate_error()):
+                # the scrubber missed too many planted canaries: no dataset version is published
+                await self._reject(job, gate, cid, counts=convert.counts_to_pb(result.counts))
             else:
                 await self._publish_curated(job, result, cid)
         except Cancelled:

@@ -87,6 +87,7 @@ def dataset_version_pb(row: models.DatasetVersion) -> registry_pb2.DatasetVersio
         produced_by=row.produced_by,
         created_at=timestamp(row.created_at),
         labels=row.labels,
+        canary_recall=row.canary_recall or {},
     )
 
 

@@ -76,6 +76,8 @@ class DatasetVersion(Timestamped, Base):
     curation_report: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
     pii_audit: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
     labels: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    # entity type -> PII canary recall of the ingest job; None for versions from before 0002
+    canary_recall: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
     parents: Mapped[list[DatasetVersionParent]] = relationship(
         foreign_keys="DatasetVersionParent.child_id", cascade="all, delete-orphan", lazy="selectin"
     )

@@ -142,6 +142,7 @@ def register_dataset_version(
         else None,
         pii_audit=convert.to_json(dv.pii_audit) if dv.HasField("pii_audit") else None,
         labels=dict(dv.labels),
+        canary_recall=dict(dv.canary_recall),
         parents=[
             models.DatasetVersionParent(child_id=dv.id, parent_id=p)
             for p in dict.fromkeys(dv.parent_version_ids)

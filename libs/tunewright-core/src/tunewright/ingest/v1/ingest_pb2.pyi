@@ -334,12 +334,17 @@ class PiiPolicy(_message.Message):
     SCORE_THRESHOLD_FIELD_NUMBER: _builtins.int
     NLP_MODEL_FIELD_NUMBER: _builtins.int
     QUARANTINE_ON_FAILURE_FIELD_NUMBER: _builtins.int
+    MIN_CANARY_RECALL_FIELD_NUMBER: _builtins.int
     score_threshold: _builtins.float
     """minimum recognizer score to act on"""
     nlp_model: _builtins.str
     """spaCy pipeline for named-entity recognition (a setting; see the ingest README)"""
     quarantine_on_failure: _builtins.bool
     """a row whose PII cannot be scrubbed is quarantined instead of accepted"""
+    min_canary_recall: _builtins.float
+    """reject the job when the scrubber catches less than this share of the synthetic canaries
+    planted for any entity type (see the ingest README, "PII canaries"); 0 = no gate
+    """
     @_builtins.property
     def operators(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """entity type (PERSON, EMAIL_ADDRESS, ...) -> operator (redact, replace, mask, hash, keep)"""
@@ -351,10 +356,11 @@ class PiiPolicy(_message.Message):
         score_threshold: _builtins.float = ...,
         nlp_model: _builtins.str = ...,
         quarantine_on_failure: _builtins.bool = ...,
+        min_canary_recall: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["nlp_model", b"nlp_model", "operators", b"operators", "quarantine_on_failure", b"quarantine_on_failure", "score_threshold", b"score_threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_canary_recall", b"min_canary_recall", "nlp_model", b"nlp_model", "operators", b"operators", "quarantine_on_failure", b"quarantine_on_failure", "score_threshold", b"score_threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -182,6 +182,26 @@ class DatasetVersion(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class CanaryRecallEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ID_FIELD_NUMBER: _builtins.int
     WORKSPACE_FIELD_NUMBER: _builtins.int
     DATASET_FIELD_NUMBER: _builtins.int
@@ -197,6 +217,7 @@ class DatasetVersion(_message.Message):
     PRODUCED_BY_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    CANARY_RECALL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     workspace: _builtins.str
     dataset: _builtins.str
@@ -224,6 +245,10 @@ class DatasetVersion(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def canary_recall(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """entity type -> share of the synthetic PII canaries the scrubber caught (ingest only)"""
+
     def __init__(
         self,
         *,
@@ -242,10 +267,11 @@ class DatasetVersion(_message.Message):
         produced_by: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        canary_recall: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "created_at", b"created_at", "curation_report", b"curation_report", "pii_audit", b"pii_audit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_hash", b"content_hash", "counts", b"counts", "created_at", b"created_at", "curation_report", b"curation_report", "dataset", b"dataset", "id", b"id", "kind", b"kind", "labels", b"labels", "parent_version_ids", b"parent_version_ids", "pii_audit", b"pii_audit", "produced_by", b"produced_by", "source", b"source", "splits", b"splits", "version", b"version", "workspace", b"workspace"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["canary_recall", b"canary_recall", "content_hash", b"content_hash", "counts", b"counts", "created_at", b"created_at", "curation_report", b"curation_report", "dataset", b"dataset", "id", b"id", "kind", b"kind", "labels", b"labels", "parent_version_ids", b"parent_version_ids", "pii_audit", b"pii_audit", "produced_by", b"produced_by", "source", b"source", "splits", b"splits", "version", b"version", "workspace", b"workspace"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
