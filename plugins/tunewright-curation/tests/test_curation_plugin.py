@@ -83,12 +83,42 @@ def test_bad_params_are_value_errors(registries: Registries) -> None:
         (recognizers.card_2series, "The card is 2221 0000 0000 0009.", "2221 0000 0000 0009"),
         (recognizers.salutation_name, "Hi Lukas, thanks for writing.", "Lukas"),
         (recognizers.salutation_name, "Best regards,\nEmma Jensen", "Emma Jensen"),
+        # street lines of other countries, with the postal block that follows them
+        (recognizers.street_address, "Send it to Lindenstraße 14b, 04109 Leipzig please", "Lindenstraße 14b, 04109 Leipzig"),
+        (recognizers.street_address, "Osoite: Hämeenkatu 3 B 12\n33100 Tampere", "Hämeenkatu 3 B 12\n33100 Tampere"),
+        (recognizers.street_address, "Via Garibaldi 21, 10122 Torino", "Via Garibaldi 21, 10122 Torino"),
+        (recognizers.street_address, "c/o 8 avenue Victor Hugo, 69002 Lyon", "8 avenue Victor Hugo, 69002 Lyon"),
+        (recognizers.street_address, "new place: calle del pez 7, madrid", "calle del pez 7"),
+        (recognizers.street_address, "We moved to 77 E 5th Ave Apt 2B\nDenver, CO 80203", "77 E 5th Ave Apt 2B\nDenver, CO 80203"),
+        (recognizers.postal_code, "Postcode EH1 1YZ", "EH1 1YZ"),
+        (recognizers.labelled_field, "Full name: Tomasz Zielinski\nCity: Gdansk", "Tomasz Zielinski"),
+        (recognizers.labelled_field, '{"customer_name": "Ines Duarte", "zip": "4050-123"}', "4050-123"),
+        (recognizers.labelled_field, "id;name;plan\n17;Sade Okafor;pro", "Sade Okafor"),
+        (recognizers.document_number, "Driver's license no. K12-345-678 (Ohio)", "K12-345-678"),
+        (recognizers.iban_grouped, "IBAN NL91 ABNA 0417 1643 00 next week", "NL91 ABNA 0417 1643 00"),
+        (recognizers.salutation_name, "Mit freundlichen Grüßen\nJonas Weber", "Jonas Weber"),
+        (recognizers.salutation_name, "hey, my name is chidi okeke", "chidi okeke"),
     ],
 )  # fmt: skip
 def test_recognizers_find_what_presidio_misses(factory: Any, text: str, found: str) -> None:
     recognizer = factory()
     results = recognizer.analyze(text, recognizer.supported_entities, None)
     assert found in {text[r.start : r.end] for r in results}
+
+
+@pytest.mark.parametrize(
+    ("factory", "text"),
+    [
+        (recognizers.street_address, "Upgrade to Windows Server 2019 build 20231104.7 first."),
+        (recognizers.document_number, "The license costs 1200 per seat, valid 2024-2025."),
+        (recognizers.iban_grouped, "Ticket DE12 3456 7890 1234 5678 90 is not a checksummed IBAN."),
+        (recognizers.labelled_field, "Name of the report: quarterly.pdf"),
+        (recognizers.salutation_name, "Hi there, my name is not important."),
+    ],
+)  # fmt: skip
+def test_recognizers_leave_look_alikes(factory: Any, text: str) -> None:
+    recognizer = factory()
+    assert recognizer.analyze(text, recognizer.supported_entities, None) == []
 
 
 def test_card_recognizer_checks_luhn() -> None:

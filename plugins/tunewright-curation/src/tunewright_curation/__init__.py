@@ -68,6 +68,27 @@ def tw_register_pii_recognizers(registry: PiiRecognizerRegistry) -> None:
         entities=["CREDIT_CARD"],
     )
     registry.add(
+        name="labelled_field",
+        factory=recognizers.labelled_field,
+        description=(
+            "Values of fields labelled as names, addresses, postal codes or places (forms, "
+            "JSON, key=value logs, CSV/TSV headers), in the main European languages."
+        ),
+        entities=["PERSON", "STREET_ADDRESS", "ZIP_CODE", "LOCATION"],
+    )
+    registry.add(
+        name="document_number",
+        factory=recognizers.document_number,
+        description="Driver's licence and passport numbers shortly after their document's name.",
+        entities=["US_DRIVER_LICENSE", "US_PASSPORT"],
+    )
+    registry.add(
+        name="iban_grouped",
+        factory=recognizers.iban_grouped,
+        description="IBANs in printed groups followed by words (checksum-verified).",
+        entities=["IBAN_CODE"],
+    )
+    registry.add(
         name="salutation_name",
         factory=recognizers.salutation_name,
         description="Names after greetings, introductions and sign-offs (Hi <name>, regards <name>).",

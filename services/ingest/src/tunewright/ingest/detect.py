@@ -64,14 +64,22 @@ def _flush(batch: list[tuple[Any, str]], scrubber: DatasetScrubber) -> Iterator[
 
 
 def merged(spans: Iterable[Span]) -> list[tuple[int, int, str]]:
-    """Non-overlapping spans: overlaps resolved as the anonymizer does (longer, then higher
-    score wins), so the output is what the scrub would remove."""
-    ordered = sorted(spans, key=lambda s: (-(s.end - s.start), -s.score, s.start))
-    kept: list[Span] = []
-    for span in ordered:
-        if all(span.end <= k.start or span.start >= k.end for k in kept):
-            kept.append(span)
-    return sorted((s.start, s.end, s.entity) for s in kept)
+    """Non-overlapping spans covering what the scrub removes: overlapping spans join into one
+    (the anonymizer trims, never drops, the weaker of two intersecting results), typed by the
+    longest of them (then the highest score)."""
+    out: list[tuple[int, int, str]] = []
+    best: Span | None = None
+    for span in sorted(spans, key=lambda s: (s.start, -s.end)):
+        if out and span.start < out[-1][1]:
+            start, end, _ = out[-1]
+            assert best is not None
+            if (span.end - span.start, span.score) > (best.end - best.start, best.score):
+                best = span
+            out[-1] = (start, max(end, span.end), best.entity)
+        else:
+            best = span
+            out.append((span.start, span.end, span.entity))
+    return out
 
 
 def run(stdin: TextIO, stdout: TextIO, settings: IngestSettings, registries: Registries) -> int:

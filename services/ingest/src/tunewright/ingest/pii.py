@@ -80,7 +80,8 @@ _NER_IGNORED: Final = ("ORG", "ORGANIZATION", "CARDINAL", "EVENT", "LANGUAGE", "
 _SEGMENT_BREAK = re.compile(r"\n[ \t]*\n\s*|(?<=[.!?])[ \t]+(?=[A-Z\"'(])|(?<=[.!?:])[ \t]*\n\s*")
 _ABBREVIATIONS = ("St.", "Dr.", "Mr.", "Mrs.", "Ms.", "Ave.", "Rd.", "Inc.", "No.", "Jr.", "Sr.",
                   "Apt.", "Ste.", "Blvd.", "Mt.", "Prof.", "Ln.", "Str.", "Nr.", "Co.")  # fmt: skip
-_INITIAL = re.compile(r"(?:^|\s)[A-Z]\.$")
+# an initial or a short abbreviation ("J.", "Av.", "Mah.", "no."): not a sentence end
+_ABBREVIATION = re.compile(r"(?:^|[\s(])[A-Za-z][a-zà-ÿ]{0,2}\.$")
 _WORD = re.compile(r"[^\W\d_]{2,}")
 _NAME_PART = re.compile(r"[^\W\d_][^\W\d_'’-]*(?:['’-][^\W\d_]+)*")
 _EMAIL_LOCAL = re.compile(r"(?<![\w.+-])([A-Za-z]+(?:[._-][A-Za-z]+){1,2})@[\w-]+\.")
@@ -331,7 +332,7 @@ def segments(text: str) -> list[tuple[int, int]]:
     out, start = [], 0
     for match in _SEGMENT_BREAK.finditer(text):
         before = text[max(0, match.start() - 6) : match.start()]
-        if before.endswith(_ABBREVIATIONS) or _INITIAL.search(before):
+        if before.endswith(_ABBREVIATIONS) or _ABBREVIATION.search(before):
             continue
         if match.start() > start:
             out.append((start, match.start()))
