@@ -27,10 +27,12 @@ _USPS_SUFFIXES = (
 # unit designators: USPS C2, and the flat/apartment words of other countries (lgh, as., apto…)
 _UNIT_WORDS = (
     r"Apartment|Apto|Appt|Apt|App|Suite|Ste|Unit|Flat|Floor|Fl|Room|Rm|Building|Bldg|lgh|as|"
-    r"dpto|depto|piso|bte|Wohnung|whg|mieszkanie|#"
+    r"dpto|depto|piso|puerta|pta|esc|bloco|bl|sala|loja|int|interno|scala|bte|Wohnung|whg|"
+    r"mieszkanie|m(?=\.)|#"
 )
 # the unit's own id: a number ("864", "3B", "12-1") or one letter
 _UNIT = rf"(?:\s*[,-]?\s*(?i:{_UNIT_WORDS})\.?\s*#?(?:\d[\w/-]{{0,5}}|[A-Za-z]\d{{0,4}}\b))"
+_UNITS = rf"{_UNIT}{{0,3}}"
 # a unit written before the street ("Flat 3, 14th Cross Road")
 _LEADING_UNIT = r"(?:(?:Flat|Apt|Unit|Suite|Apartment)\.?\s*\w{1,6},?\s+)?"
 # one word of a street or place name: capitalised, any script's letters, inner ' - .
@@ -38,18 +40,25 @@ _NAME_WORD = r"[A-ZÀ-ÖØ-ÞĀ-ſ][\w'’.-]*"
 # a word of a street name, any case, or an ordinal ("42nd"); bounded in count where used
 _ANY_WORD = r"(?:[^\W\d_][\w'’.-]*|\d{1,3}(?:st|nd|rd|th))"
 _STREET_WORD = rf"(?:{_NAME_WORD}|\d{{1,3}}(?:st|nd|rd|th)|[NSEW]\.?)"
+# the suffixes that are not also everyday words ("close", "run", "park", "way" are): the only
+# ones trusted in a street typed all in lower case
+_LOWER_SUFFIXES = (
+    "street|st|avenue|ave|road|rd|drive|dr|lane|ln|boulevard|blvd|court|ct|terrace|parkway|"
+    "pkwy|highway|hwy|crescent|cres|circle|cir|trail|trl|expressway|expy|turnpike"
+)
 # "6750 Koskikatu Drive", "12B North Elm St." (house number first: US, UK, CA, AU, IE)
 _NUMBER_FIRST = (
     rf"{_LEADING_UNIT}\b\d{{1,6}}(?:st|nd|rd|th|[A-Za-z])?(?:[-/]\d{{1,4}})?,?\s+"
-    rf"(?:{_STREET_WORD}\s+){{0,4}}"
-    rf"(?:{_USPS_SUFFIXES})\b\.?{_UNIT}?"
+    # capitalised as printed, or a whole street typed in lower case ("666 lincoln lane")
+    rf"(?:(?:{_STREET_WORD}\s+){{0,4}}(?:{_USPS_SUFFIXES})"
+    rf"|(?:(?:[a-z][\w'’.-]*|\d{{1,3}}(?:st|nd|rd|th))\s+){{1,4}}(?:{_LOWER_SUFFIXES}))\b\.?{_UNITS}"
 )
 # words ending in a thoroughfare suffix, then the number: Hauptstraße 5, Mannerheimintie 12 A,
 # Keizersgracht 123, Storgatan 1, Nørrebrogade 20, Karl Johans gate 3
 _SUFFIXES = (
     "straße|strasse|str\\.|weg|gasse|allee|platz|ring|damm|ufer|chaussee|steig|pfad|markt|"
     "straat|laan|gracht|plein|kade|singel|dijk|steeg|"
-    "dreef|hof|markt|"
+    "dreef|hof|boulevard|bulevar|"
     "katu|tie|kuja|polku|raitti|väylä|kaari|rinne|bulevardi|puistikko|"
     "gatan|vägen|gränd|torget|stigen|gade|vej|vei|veien|gata|gate"
 )
@@ -57,7 +66,7 @@ _SUFFIX_FIRST = (
     # capitalised words before the suffix word, or a street written all in lower case
     rf"\b(?:(?:{_NAME_WORD}\s+){{0,2}}[\w'’-]*|(?:[^\W\d_A-Z][\w'’-]*\s+){{0,2}}(?:[^\W\d_A-Z][\w'’-]*)?)"
     rf"(?i:{_SUFFIXES})\s+\d{{1,5}}(?:\s?[A-Za-z]\b)?"
-    rf"(?:\s*[-/]\s*(?:\d{{1,4}}|[IVX]{{1,4}}))?(?:\s+(?:bis|ter))?(?:\s+(?:[A-Z]\s?)?\d{{1,3}}\b)?{_UNIT}?"
+    rf"(?:\s*[-/]\s*(?:\d{{1,4}}|[IVX]{{1,4}}))?(?:\s+(?:bis|ter))?(?:\s+(?:[A-Z]\s?)?\d{{1,3}}\b)?{_UNITS}"
 )
 # a thoroughfare word first: Via Roma 12, Calle de Alcalá, 45, Rua das Flores, 123,
 # ul. Długa 5, Atatürk Caddesi No: 12, Avenida Paulista 1000
@@ -68,11 +77,11 @@ _PREFIXES = (
 )
 _PREFIX_FIRST = (
     rf"\b(?i:{_PREFIXES})\s+(?:{_ANY_WORD}\s*){{1,5}},?\s*(?:n[º°o]\.?\s*)?\d{{1,5}}[A-Za-z]?"
-    rf"(?:\s*[,-]?\s*\d{{1,2}}\s?[ºª°]\s?[A-Za-z]?)?{_UNIT}?"
+    rf"(?:\s*[,-]?\s*\d{{1,2}}\s?[ºª°]\s?[A-Za-z]?)?{_UNITS}"
 )
 _TURKISH = (
-    rf"\b(?:{_NAME_WORD}\s+){{1,3}}(?:Caddesi|Cad\.|Cd\.|Sokak|Sokağı|Sk\.|Bulvarı|Mahallesi|Mah\.)"
-    rf"(?:\s+(?:{_NAME_WORD}\s+){{1,3}}(?:Caddesi|Cad\.|Cd\.|Sokak|Sokağı|Sk\.|Bulvarı))?"
+    rf"\b(?:{_NAME_WORD}\s+){{1,3}}(?:Caddesi|Cad\.|Cd\.|Sokak|Sokağı|Sok\.|Sk\.|Bulvarı|Mahallesi|Mah\.)"
+    rf"(?:\s+(?:{_NAME_WORD}\s+){{1,3}}(?:Caddesi|Cad\.|Cd\.|Sokak|Sokağı|Sok\.|Sk\.|Bulvarı))?"
     rf"\s*(?:No\s*:?\s*)?\d{{1,5}}(?:\s*/\s*\d{{1,4}})?(?:\s*D\s*:?\s*\d{{1,4}})?"
 )
 # number first with a French thoroughfare word: 12 rue de la Paix, 5 bis avenue Foch
@@ -226,9 +235,12 @@ SALUTATION_NAME_REGEXES = (
     rf"med vänliga hälsningar|vänliga hälsningar|hälsningar|mvh|terveisin|ystävällisin terveisin|"
     rf"cordialement|bien à vous|saludos|un saludo|atentamente|cumprimentos|atenciosamente|abraços|"
     rf"distinti saluti|cordiali saluti|saluti|groeten|met vriendelijke groet|pozdrawiam|"
+    rf"saludos cordiales|un cordial saludo|un abrazo|amitiés|"
     rf"z poważaniem|saygılarımla|iyi günler)[,!.]?[ \t]*\n[ \t]*(?P<name>{_CAP_FULL})[ \t]*(?=\n|$)",
     # a dash signature at the end of a line: "… for a week. — Ana de la Cruz"
     rf"(?:^|\s)[\u2014\u2013][ \t]*(?P<name>{_CAP_FULL})[ \t]*(?=\n|$)",  # em or en dash
+    # a greeting, a lower-case name, then "," or "!" ("oh hi eva-maria!")
+    r"\b(?:[Hh]i|[Hh]ello|[Hh]ey|[Dd]ear)[ \t]+(?P<name>[^\W\d_][\w'’-]+)(?=[ \t]*[,!])",
     # after a cue that only introduces a name, lower-case names count too ("my name is ana")
     rf"\b(?:[Mm]y name is|[Mm]y name's|[Nn]ame:|[Cc]all me|[Nn]amed|[Ss]igned)[ \t]+(?P<name>{_ANY_FULL})",
 )
@@ -236,7 +248,8 @@ _NOT_A_NAME = frozenset({"a", "an", "the", "here", "there", "sorry", "not", "so"
     "glad", "writing", "just", "also", "still", "back", "again", "now", "please", "and", "or",
     "but", "your", "our", "my", "their", "his", "her", "to", "in", "on", "at", "for", "with",
     "from", "by", "is", "was", "it", "team", "support", "customer", "all", "everyone", "mr", "mrs",
-    "ms", "mx", "dr", "prof", "sir", "madam"})  # fmt: skip
+    "ms", "mx", "dr", "prof", "sir", "madam", "guys", "folks", "yall", "both",
+    "you", "friend", "friends", "hi", "hello", "hey", "dear", "thanks"})  # fmt: skip
 
 
 def salutation_name() -> Any:
@@ -478,7 +491,7 @@ _LABEL = "|".join(sorted((re.escape(k) for k in _LABEL_TO_ENTITY), key=len, reve
 _FIELD_PATTERNS = (
     rf"(?im)^[ \t]*(?P<label>{_LABEL})[ \t]*:[ \t]*(?P<value>[^\n:]{{1,80}}?)[ \t]*$",
     rf"(?i)[\"'](?P<label>{_LABEL})[\"'][ \t]*:[ \t]*[\"'](?P<value>[^\"'\n]{{1,80}})[\"']",
-    rf"(?i)(?<![\w.])(?P<label>{_LABEL})=(?:\"(?P<quoted>[^\"\n]{{1,80}})\"|(?P<bare>[^\s,;&\"]{{1,40}}))",
+    rf"(?i)(?<![\w.])(?P<label>{_LABEL})=(?:\"(?P<quoted>[^\"\n]{{1,80}})\"|(?P<bare>[^\n=&\"]{{1,60}}?)(?=[ \t]+\w+=|[ \t]*[,;&]|[ \t]*$))",
 )
 _DELIMITERS = (",", "\t", ";", "|")
 

@@ -34,6 +34,7 @@ import hmac
 import logging
 import re
 import threading
+import unicodedata
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -84,6 +85,8 @@ _ABBREVIATIONS = ("St.", "Dr.", "Mr.", "Mrs.", "Ms.", "Ave.", "Rd.", "Inc.", "No
 _ABBREVIATION = re.compile(r"(?:^|[\s(])[A-Za-z][a-zà-ÿ]{0,2}\.$")
 _WORD = re.compile(r"[^\W\d_]{2,}")
 _NAME_PART = re.compile(r"[^\W\d_][^\W\d_'’-]*(?:['’-][^\W\d_]+)*")
+# any mailbox's local part (for names spelled by it: vestrada@ -> Vilma Estrada)
+_MAILBOX = re.compile(r"(?<![\w.+-])([\w.+-]{2,64})@[\w-]+\.")
 _EMAIL_LOCAL = re.compile(r"(?<![\w.+-])([A-Za-z]+(?:[._-][A-Za-z]+){1,2})@[\w-]+\.")
 _CACHE_LIMIT: Final = 200_000
 # seven or more digits in one run, separated at most by two of " ().-" (the shortest
@@ -347,10 +350,39 @@ def _needs_ner(segment: str, stop_words: frozenset[str]) -> bool:
     return any(w.lower() not in stop_words for w in _WORD.findall(segment))
 
 
+_FOLD = str.maketrans({"ł": "l", "ø": "o", "đ": "d", "ß": "ss", "æ": "ae", "œ": "oe", "ı": "i"})
+# two to four capitalised words, particles between them: a candidate full name
+_CAP_SEQUENCE = re.compile(
+    r"[A-ZÀ-ÖØ-ÞĀ-ſ][^\W\d_]+(?:['’-][^\W\d_]+)*"
+    r"(?:[ \t]+(?:(?:van der|van den|van|von|de la|de|del|da|das|dos|du|bin|ibn|al|ter)[ \t]+)?"
+    r"[A-ZÀ-ÖØ-ÞĀ-ſ][^\W\d_]+(?:['’-][^\W\d_]+)*){1,3}"
+)
+
+
+def _fold(word: str) -> str:
+    """Lower case without accents, so "Łapot" matches "lapot" of lapot.adrian@…"""
+    decomposed = unicodedata.normalize("NFKD", word.lower().translate(_FOLD))
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def _mailbox_names(text: str, locals_: set[str]) -> list[Span]:
+    """Capitalised word sequences that spell an e-mail local part of the record: "Lakshmi
+    Mahal" for lakshmi_mahal13@, "Vilma Estrada" for vestrada@ (first+last, initial+last,
+    last+first, every word joined)."""
+    out = []
+    for m in _CAP_SEQUENCE.finditer(text):
+        words = [_fold(w) for w in _NAME_PART.findall(m.group())]
+        first, last = words[0], words[-1]
+        forms = {"".join(words), first + last, last + first, first[0] + last, last + first[0]}
+        if forms & locals_:
+            out.append(Span(m.start(), m.end(), "PERSON", 0.6))
+    return out
+
+
 def _name_parts(
     text: str, spans: Iterable[Span], stop_words: frozenset[str]
 ) -> tuple[set[str], set[str]]:
-    """Lower-cased name parts of a text: (any case, capitalised only).
+    """Folded name parts of a text: (any case, capitalised only).
 
     A part seen capitalised ("Acme Billing", which NER may call a person) is marked elsewhere
     only where it is capitalised too, so one NER mistake does not wipe every "billing"; a part
@@ -362,9 +394,9 @@ def _name_parts(
     for span in spans:
         if span.entity == "PERSON":
             for part in _NAME_PART.findall(text[span.start : span.end]):
-                (capitalised if part[0].isupper() else any_case).add(part.lower())
+                (capitalised if part[0].isupper() else any_case).add(_fold(part))
     for match in _EMAIL_LOCAL.finditer(text):
-        words = re.split(r"[._-]", match.group(1).lower())
+        words = re.split(r"[._-]", _fold(match.group(1)))
         if all(len(w) >= 3 for w in words) and not _ROLE_MAILBOX_WORDS & set(words):
             any_case.update(words)
 
@@ -379,13 +411,22 @@ def _propagate_names(
     allow: frozenset[str],
 ) -> list[list[Span]]:  # fmt: skip
     """Mark every other occurrence of a record's name parts as PERSON (see the module doc)."""
+    locals_ = {
+        re.sub(r"[^a-z]", "", _fold(m.group(1))) for text in texts for m in _MAILBOX.finditer(text)
+    } - {""}
+    locals_ = {x for x in locals_ if len(x) >= 4 and x not in _ROLE_MAILBOX_WORDS}
+    if locals_:
+        found = [
+            [*spans, *_mailbox_names(text, locals_)]
+            for text, spans in zip(texts, found, strict=True)
+        ]
     any_case: set[str] = set()
     capitalised: set[str] = set()
     for text, spans in zip(texts, found, strict=True):
         a, c = _name_parts(text, spans, stop_words)
         any_case |= a
         capitalised |= c
-    allowed = {w.lower() for term in allow for w in _NAME_PART.findall(term)}
+    allowed = {_fold(w) for term in allow for w in _NAME_PART.findall(term)}
     any_case -= allowed
     capitalised -= allowed
     if not any_case and not capitalised:
@@ -396,9 +437,8 @@ def _propagate_names(
         extra: list[Span] = []
         for m in _NAME_PART.finditer(text):
             word = m.group()
-            if not (
-                word.lower() in any_case or (word[0].isupper() and word.lower() in capitalised)
-            ):
+            folded = _fold(word)
+            if not (folded in any_case or (word[0].isupper() and folded in capitalised)):
                 continue
             if any(a <= m.start() and m.end() <= b for a, b in covered):
                 continue
