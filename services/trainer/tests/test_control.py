@@ -139,3 +139,25 @@ async def test_two_workers_run_each_job_exactly_once(harness: Harness) -> None:
 
 
 JOBS = 10
+
+
+async def test_a_job_id_that_could_escape_the_work_folder_deletes_nothing(
+    harness: Harness,
+) -> None:
+    # the work folder is <data_dir>/trainer/work/<job_id>, removed when the job ends
+    await harness.start_worker()
+    await harness.dataset("dv", "sft", sft_rows(4))
+    kept = list((harness.data_dir / "artifacts").rglob("*"))
+    assert kept
+    bus = await harness.client()
+    dlq = await bus.js.subscribe(
+        subjects.dead_letter_subject(subjects.TRAINER_JOB_REQUESTED), ordered_consumer=True
+    )
+    request = events_pb2.TrainerJobRequested(
+        meta=event_meta(producer="test"), job_id="../../artifacts", spec=sft_spec("dv")
+    )
+    await bus.publish(subjects.TRAINER_JOB_REQUESTED, request, key="escape")
+    msg = await dlq.next_msg(timeout=30)
+    assert "INVALID_JOB_ID" in msg.headers[subjects.HEADER_DLQ_REASON]
+    await dlq.unsubscribe()
+    assert all(p.exists() for p in kept)

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from typing import Final
+
+from tunewright.core.errors import FieldViolation, InvalidArgument
 
 _ALPHABET: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -42,3 +45,19 @@ def stable_id(prefix: str, *parts: str) -> str:
     """A deterministic id from ``parts`` (sha256, 26 base32 chars)."""
     digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
     return f"{prefix}_{_base32(int.from_bytes(digest[:17], 'big') >> 6, 26)}"
+
+
+#: what a job id handed in from outside may look like: it names folders (work dirs, the
+#: quarantine) that are later deleted, so nothing in it may leave them
+JOB_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def check_job_id(job_id: str, field: str = "job_id") -> str:
+    """``job_id`` if it is a safe folder name, else :class:`InvalidArgument` (``INVALID_JOB_ID``)."""
+    if JOB_ID_PATTERN.fullmatch(job_id) and ".." not in job_id:
+        return job_id
+    raise InvalidArgument(
+        f"{field} must match {JOB_ID_PATTERN.pattern} without '..' (got {len(job_id)} characters)",
+        reason="INVALID_JOB_ID",
+        field_violations=[FieldViolation(field, f"must match {JOB_ID_PATTERN.pattern}")],
+    )

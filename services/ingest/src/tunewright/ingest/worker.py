@@ -15,7 +15,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import re
 import shutil
 import socket
 import uuid
@@ -26,6 +25,7 @@ from tunewright.common.v1 import common_pb2
 from tunewright.core import subjects
 from tunewright.core.bus import Delivery
 from tunewright.core.errors import Cancelled, InvalidArgument, PermanentError, TunewrightError
+from tunewright.core.ids import check_job_id
 from tunewright.core.service import ServiceContext
 from tunewright.events.v1 import events_pb2
 from tunewright.ingest import convert
@@ -41,7 +41,6 @@ from tunewright.ingest.v1 import ingest_pb2
 log = logging.getLogger(__name__)
 
 PRODUCER = f"ingest@{socket.gethostname()}"
-_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 def new_job_id(workspace: str, request_id: str = "") -> str:
@@ -130,12 +129,7 @@ class IngestWorker:
     async def handle(self, delivery: Delivery) -> None:
         request = delivery.decode(events_pb2.IngestDatasetRequested)
         cid = delivery.correlation_id
-        if not _JOB_ID.fullmatch(request.job_id) or ".." in request.job_id:
-            # it names folders (work, quarantine): nothing that could leave them
-            raise InvalidArgument(
-                f"job_id must match {_JOB_ID.pattern} (got {len(request.job_id)} characters)",
-                reason="INVALID_JOB_ID",
-            )
+        check_job_id(request.job_id)  # it names folders (work, quarantine)
         job = self.jobs.find(request.job_id)
         if job is None:  # submitted by another system straight to NATS
             workspace = request.spec.workspace or delivery.workspace or self.settings.workspace

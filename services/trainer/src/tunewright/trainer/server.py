@@ -28,7 +28,7 @@ from tunewright.common.v1 import common_pb2
 from tunewright.core import subjects
 from tunewright.core.bus import Delivery, EventBus, event_meta
 from tunewright.core.errors import FailedPrecondition, FieldViolation, InvalidArgument
-from tunewright.core.ids import new_id, stable_id
+from tunewright.core.ids import check_job_id, new_id, stable_id
 from tunewright.core.service import (
     Consumer,
     GrpcBinding,
@@ -286,6 +286,8 @@ class Trainer:
                 "training request without a job id",
                 field_violations=[FieldViolation("job_id", "required")],
             )
+        # the job id names the work folder that is later deleted: "../../artifacts" must not
+        check_job_id(request.job_id)
         if self.store.find(request.job_id) is None:
             await self._accept_outside_request(request)
         await self.worker.run(request.job_id)
