@@ -62,26 +62,21 @@ def tunewright_detector() -> Callable[[Sequence[str]], list[Spans]]:
 
 def presidio_detector(model: str) -> Callable[[Sequence[str]], list[Spans]]:
     import presidio_analyzer
-    import tldextract
+    import yaml
     from presidio_analyzer import AnalyzerEngine
     from presidio_analyzer.nlp_engine import NlpEngineProvider
-    from presidio_analyzer.predefined_recognizers import EmailRecognizer
+
+    # the ingest service's e-mail recognizer is presidio's with an offline suffix list: the
+    # same environment fix for the baseline, nothing else of tunewright's
+    from tunewright.ingest.pii import offline_email_recognizer
 
     conf = Path(presidio_analyzer.__file__).parent / "conf" / "spacy.yaml"
-    import yaml
-
     nlp_conf = yaml.safe_load(conf.read_text())
     nlp_conf["models"] = [{"lang_code": "en", "model_name": model}]
     nlp_engine = NlpEngineProvider(nlp_configuration=nlp_conf).create_engine()
     analyzer = AnalyzerEngine(nlp_engine=nlp_engine, supported_languages=["en"])
-    extract = tldextract.TLDExtract(suffix_list_urls=())
-
-    class OfflineEmail(EmailRecognizer):  # type: ignore[misc]
-        def validate_result(self, pattern_text: str) -> bool:
-            return bool(extract(pattern_text).fqdn)
-
     analyzer.registry.remove_recognizer("EmailRecognizer")
-    analyzer.registry.add_recognizer(OfflineEmail())
+    analyzer.registry.add_recognizer(offline_email_recognizer())
 
     def run(texts: Sequence[str]) -> list[Spans]:
         return [

@@ -91,8 +91,6 @@ _FRENCH = (
     r"(?=\s*[\n,.;:]|\s+\d{4,5}\b|$)"
 )
 STREET_REGEXES = (_NUMBER_FIRST, _SUFFIX_FIRST, _PREFIX_FIRST, _TURKISH, _FRENCH)
-# kept for the old name: the US/UK/CA form
-STREET_ADDRESS_REGEX = _NUMBER_FIRST
 
 # Postal codes (Universal Postal Union formats); the ambiguous all-digit ones only next to a
 # street line, a place name or a context word
@@ -273,12 +271,9 @@ def salutation_name() -> Any:
                         words.pop()
                     if not words or words[0].lower() in _NOT_A_NAME:
                         continue
-                    start = m.start("name")
-                    end = start + len(" ".join(words)) if len(words) == 1 else None
-                    if end is None:  # keep the original spacing between the kept words
-                        end = start
-                        for word in words:
-                            end = text.index(word, end) + len(word)
+                    start = end = m.start("name")
+                    for word in words:  # the kept words, with the text's own spacing
+                        end = text.index(word, end) + len(word)
                     found[(start, end)] = None
             return [RecognizerResult("PERSON", a, b, 0.5) for a, b in found]
 

@@ -79,8 +79,8 @@ _NER_IGNORED: Final = ("ORG", "ORGANIZATION", "CARDINAL", "EVENT", "LANGUAGE", "
                        "ORDINAL", "PERCENT", "PRODUCT", "QUANTITY", "WORK_OF_ART")  # fmt: skip
 # a blank line; a sentence end before a capital; a line that ends a sentence
 _SEGMENT_BREAK = re.compile(r"\n[ \t]*\n\s*|(?<=[.!?])[ \t]+(?=[A-Z\"'(])|(?<=[.!?:])[ \t]*\n\s*")
-_ABBREVIATIONS = ("St.", "Dr.", "Mr.", "Mrs.", "Ms.", "Ave.", "Rd.", "Inc.", "No.", "Jr.", "Sr.",
-                  "Apt.", "Ste.", "Blvd.", "Mt.", "Prof.", "Ln.", "Str.", "Nr.", "Co.")  # fmt: skip
+# abbreviations longer than _ABBREVIATION's three letters
+_ABBREVIATIONS = ("Blvd.", "Prof.")
 # an initial or a short abbreviation ("J.", "Av.", "Mah.", "no."): not a sentence end
 _ABBREVIATION = re.compile(r"(?:^|[\s(])[A-Za-z][a-zà-ÿ]{0,2}\.$")
 _WORD = re.compile(r"[^\W\d_]{2,}")
@@ -198,7 +198,7 @@ class PiiEngine:
         registry = RecognizerRegistry()
         registry.load_predefined_recognizers(languages=["en"], nlp_engine=self.nlp_engine)
         registry.remove_recognizer("EmailRecognizer")
-        registry.add_recognizer(_offline_email_recognizer())
+        registry.add_recognizer(offline_email_recognizer())
         registry.remove_recognizer("PhoneRecognizer")
         registry.add_recognizer(_gated_phone_recognizer())
         for recognizer in recognizers:
@@ -236,7 +236,7 @@ class PiiEngine:
         return [Span(r.start, r.end, r.entity_type, r.score) for r in results]
 
 
-def _offline_email_recognizer() -> Any:
+def offline_email_recognizer() -> Any:
     """presidio's email recognizer, with a Public Suffix List that never goes to the network."""
     import tldextract
     from presidio_analyzer.predefined_recognizers import EmailRecognizer

@@ -573,12 +573,13 @@ def _canaries(
     kept = [i for i in range(len(state.lines)) if i not in dropped]
     sample = set(random.Random(seed).sample(kept, min(canary.CARRIER_ROWS, len(kept))))
     carriers: list[str] = []
+    kind = state.kind
+    assert kind is not None  # set by the first accepted row
     with state.spool_path.open(encoding="utf-8") as spool:
         for index, line in enumerate(spool):
             if index in sample:
-                row = json.loads(line)
-                for name in ("messages", "prompt", "chosen", "rejected", "completion"):
-                    carriers += [turn["content"] for turn in row.get(name) or ()]
+                record = Record.from_json(kind, json.loads(line))
+                carriers += [text for _, text in record.texts()]
     return canary.run_canaries(
         carriers,
         scrubber.engine,

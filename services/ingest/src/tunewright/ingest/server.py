@@ -32,7 +32,6 @@ from tunewright.core.logs import current_correlation_id
 from tunewright.core.service import Consumer, GrpcBinding, ServiceContext, ServiceDefinition
 from tunewright.core.service import main as run_service_main
 from tunewright.ingest import convert
-from tunewright.ingest.hashkey import hash_key
 from tunewright.ingest.jobs import TERMINAL, JobStore, now_ts
 from tunewright.ingest.settings import IngestSettings
 from tunewright.ingest.v1 import ingest_pb2, ingest_pb2_grpc
@@ -188,7 +187,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             spec,
             self.settings.ingest,
             self.ctx.plugins.registries,
-            hash_key=hash_key(self.settings),
+            hash_key=self.worker.hash_key,  # read once, when the worker starts
         )
 
     async def _submit(self, spec: ingest_pb2.IngestSpec, request_id: str) -> ingest_pb2.IngestJob:
