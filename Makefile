@@ -10,7 +10,7 @@ export OMP_NUM_THREADS ?= 1
 # editable installs: the shared kernel, one distribution per service, the CLI, first-party
 # plugins, and the example plugin the tests discover through entry points
 DISTS := libs/tunewright-core services/ingest services/synth services/trainer \
-         services/evaluator services/registry services/monitor \
+         services/evaluator services/registry services/monitor services/serve \
          $(wildcard plugins/*/pyproject.toml) . \
          tests/fixtures/tunewright-plugin-example
 EDITABLES := $(foreach d,$(DISTS),-e $(patsubst %/pyproject.toml,%,$(d)))

@@ -1,5 +1,6 @@
 """First-party training plugin: base models ``tiny`` and ``hf``, TRL methods, jsonl tracker,
-the ``local`` generator (answers from trained model versions), and the metrics that need the
+the ``local`` generator (answers from trained model versions), the ``transformers`` serving
+backend, and the metrics that need the
 model itself (``perplexity``, ``preference_accuracy``, ``generation_smoke``).
 
 Registration is cheap: torch, transformers, peft and trl are imported only when a job's child
@@ -12,6 +13,7 @@ from tunewright.core.plugins import (
     BaseModelRegistry,
     GeneratorRegistry,
     MetricRegistry,
+    ServingBackendRegistry,
     TrackerRegistry,
     TrainingMethodRegistry,
     hookimpl,
@@ -20,6 +22,7 @@ from tunewright_trl.generation import LocalGenerator
 from tunewright_trl.methods import METHODS
 from tunewright_trl.models import HfBaseModel, TinyBaseModel
 from tunewright_trl.scoring import GenerationSmoke, Perplexity, PreferenceAccuracy
+from tunewright_trl.serving import TransformersBackend
 from tunewright_trl.trackers import JsonlTracker
 
 
@@ -68,6 +71,16 @@ def tw_register_generators(registry: GeneratorRegistry) -> None:
         dataset_kinds=["sft", "preference"],
         description="Batched transformers generation with a trained model version rebuilt from "
         "its base model and weights (used by the evaluator and for preference candidates).",
+    )
+
+
+@hookimpl
+def tw_register_serving_backends(registry: ServingBackendRegistry) -> None:
+    registry.add(
+        name="transformers",
+        factory=TransformersBackend,
+        description="One base model loaded once (CPU or CUDA), the PEFT LoRA adapters of many "
+        "model versions in an LRU beside it, batched generation per adapter with streaming.",
     )
 
 

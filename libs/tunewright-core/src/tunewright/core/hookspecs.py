@@ -31,6 +31,7 @@ from tunewright.core.plugins import (
     GeneratorRegistry,
     MetricRegistry,
     PiiRecognizerRegistry,
+    ServingBackendRegistry,
     TrackerRegistry,
     TrainingMethodRegistry,
 )
@@ -168,6 +169,16 @@ def tw_register_drift_detectors(registry: DriftDetectorRegistry) -> None:
     """Register drift detectors used by monitoring.
 
     :param registry: call ``registry.add(name=..., factory=...)``.
+    :returns: nothing. Not firstresult: every plugin is called.
+    """
+
+
+@_hookspec
+def tw_register_serving_backends(registry: ServingBackendRegistry) -> None:
+    """Register inference backends of the serve service.
+
+    :param registry: call ``registry.add(name=..., factory=...)``; ``factory(base_models=...,
+        **params)`` returns a :class:`tunewright.core.serving.ServingBackend`.
     :returns: nothing. Not firstresult: every plugin is called.
     """
 

@@ -67,6 +67,8 @@ __all__ = [
     "PluginManager",
     "RegistrationError",
     "Registries",
+    "ServingBackendRegistry",
+    "ServingBackendSpec",
     "TrackerRegistry",
     "TrackerSpec",
     "TrainingMethodRegistry",
@@ -201,6 +203,12 @@ class ArtifactStoreSpec(CapabilitySpec):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DriftDetectorSpec(CapabilitySpec):
     """A drift detector that compares live traffic with the training data."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServingBackendSpec(CapabilitySpec):
+    """An inference backend of the serve service (``transformers``, ``vllm``, ...); its factory
+    returns a :class:`tunewright.core.serving.ServingBackend`."""
 
 
 # --- registries -----------------------------------------------------------------------------
@@ -507,6 +515,18 @@ class DriftDetectorRegistry(CapabilityRegistry[DriftDetectorSpec]):
         )
 
 
+class ServingBackendRegistry(CapabilityRegistry[ServingBackendSpec]):
+    kind = "serving backend"
+
+    def add(self, *, name: str, factory: Factory, description: str = "") -> ServingBackendSpec:
+        """Register a serving backend; ``factory(base_models=..., **params)`` returns it."""
+        return self._add(
+            ServingBackendSpec(
+                name=name, factory=factory, description=description, plugin=self._plugin
+            )
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Registries:
     """Every capability registry. Field ``<x>`` is filled by the hook ``tw_register_<x>``."""
@@ -532,6 +552,9 @@ class Registries:
     )
     drift_detectors: DriftDetectorRegistry = dataclasses.field(
         default_factory=DriftDetectorRegistry
+    )
+    serving_backends: ServingBackendRegistry = dataclasses.field(
+        default_factory=ServingBackendRegistry
     )
 
     def items(self) -> Iterator[tuple[str, CapabilityRegistry[Any]]]:

@@ -1,5 +1,5 @@
 """A small client of the registry's gRPC API for services that read from it (the evaluator,
-synth): model versions (by id, name + version or alias), dataset versions, training runs.
+synth, monitor, serve): model versions (by id, name + version or alias), dataset versions, training runs.
 A missing entity is a NotFound; an unreachable registry a FailedPrecondition."""
 
 from __future__ import annotations
@@ -63,6 +63,13 @@ class RegistryClient:
             registry_pb2.GetDatasetVersionRequest(ref=ref, workspace=workspace),
         )
         return reply.dataset_version  # type: ignore[no-any-return]
+
+    async def aliases(self, workspace: str) -> list[registry_pb2.AliasAssignment]:
+        """Every alias assignment of the workspace (the serve service lists them as models)."""
+        reply = await self._call(
+            self._stub().ListAliases, registry_pb2.ListAliasesRequest(workspace=workspace)
+        )
+        return list(reply.aliases)
 
     async def training_run(self, run_id: str) -> registry_pb2.TrainingRun | None:
         try:
