@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from serve_models import ANSWERS, TrainedFolder, train_adapter
+from trained_adapters import ANSWERS, TrainedFolder, train_adapter
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from typing import Any
 import grpc
 import openai
 import pytest
-from serve_models import QUESTION, TrainedFolder
+from trained_adapters import QUESTION, TrainedFolder
 
 from tunewright.common.v1 import common_pb2
 from tunewright.core.artifacts import LocalArtifactStore

@@ -58,6 +58,25 @@ _NOT_PLAIN_LORA: Final = (
     "velora_config",
     "monteclora_config",
 )
+# what the combined adapter's config says whatever the root adapter's said: plain LoRA, one
+# rank everywhere, no dropout, and no initialisation that would touch the base weights on load
+_COMBINED_CONFIG: Final[Mapping[str, Any]] = {
+    "peft_type": "LORA",
+    "rank_pattern": {},
+    "alpha_pattern": {},
+    "use_rslora": False,
+    "lora_dropout": 0.0,
+    "bias": "none",
+    "layers_to_transform": None,
+    "layers_pattern": None,
+    "exclude_modules": None,
+    "init_lora_weights": True,
+    "loftq_config": {},
+    "eva_config": None,
+    "corda_config": None,
+    "lora_ga_config": None,
+    "inference_mode": True,
+}
 
 
 def weights_kind(folder: Path) -> Weights:
@@ -79,7 +98,7 @@ def export_merged(
 
     links = [weights_kind(f) for f in weights]
     model = load_causal_lm(base, weights)
-    tok = AutoTokenizer.from_pretrained(str(Path(tokenizer) / "tokenizer"))
+    tok = AutoTokenizer.from_pretrained(str(Path(tokenizer) / "tokenizer"))  # for its ids
     # generate() stops at the version's EOS with no arguments
     for config in (model.config, model.generation_config):
         config.eos_token_id = tok.eos_token_id
@@ -87,7 +106,7 @@ def export_merged(
             config.pad_token_id = tok.pad_token_id
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out), safe_serialization=True)
-    tok.save_pretrained(str(out))
+    _copy_tokenizer(tokenizer, out)
     return {
         "links": links,
         "applied": [
@@ -104,8 +123,6 @@ def export_adapter(*, weights: Sequence[Path], tokenizer: Path, out: Path) -> di
         ``CHAIN_HAS_FULL_WEIGHTS``) or an adapter is not plain LoRA (``UNSUPPORTED_ADAPTER``).
     :returns: what was done, for the export's manifest.
     """
-    from transformers import AutoTokenizer
-
     links = [weights_kind(f) for f in weights]
     if "full" in links:
         full = [Path(f).name for f, kind in zip(weights, links, strict=True) if kind == "full"]
@@ -132,7 +149,7 @@ def export_adapter(*, weights: Sequence[Path], tokenizer: Path, out: Path) -> di
         }
     else:
         summary = {"combined": "cat", **combine_lora_adapters(adapters, out)}
-    AutoTokenizer.from_pretrained(str(Path(tokenizer) / "tokenizer")).save_pretrained(str(out))
+    _copy_tokenizer(tokenizer, out)
     return {"links": links, **summary}
 
 
@@ -147,7 +164,6 @@ def combine_lora_adapters(adapters: Sequence[Path], out: Path) -> dict[str, Any]
         on linear layers, or adapters whose shapes disagree.
     """
     import torch
-    from peft import LoraConfig
     from safetensors.torch import load_file, save_file
 
     configs = [_read_config(a) for a in adapters]
@@ -192,18 +208,17 @@ def combine_lora_adapters(adapters: Sequence[Path], out: Path) -> dict[str, Any]
         combined[module + _A] = torch.cat(a_blocks, dim=0).to(dtype).contiguous()
         combined[module + _B] = torch.cat(b_blocks, dim=1).to(dtype).contiguous()
     target_modules = sorted({m.rsplit(".", 1)[-1] for m in modules})
-    first = configs[0]
-    LoraConfig(
-        task_type=first.get("task_type") or "CAUSAL_LM",
-        base_model_name_or_path=first.get("base_model_name_or_path"),
-        r=total,
-        lora_alpha=total,  # scale 1: the adapters' own scales are in B
-        target_modules=target_modules,
-        lora_dropout=0.0,
-        bias="none",
-        fan_in_fan_out=fan_in_fan_out.pop(),
-        inference_mode=True,
-    ).save_pretrained(str(out))
+    # the root adapter's config (the schema of the PEFT that wrote it), for the combined one
+    config = {
+        **configs[0],
+        **_COMBINED_CONFIG,
+        "task_type": configs[0].get("task_type") or "CAUSAL_LM",
+        "r": total,
+        "lora_alpha": total,  # scale 1: the adapters' own scales are in B
+        "target_modules": target_modules,
+        "fan_in_fan_out": fan_in_fan_out.pop(),
+    }
+    (out / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     save_file(combined, str(out / ADAPTER_WEIGHTS), metadata={"format": "pt"})
     return {
         "r": total,
@@ -212,6 +227,16 @@ def combine_lora_adapters(adapters: Sequence[Path], out: Path) -> dict[str, Any]
         "target_modules": target_modules,
         "modules": len(modules),
     }
+
+
+def _copy_tokenizer(folder: Path, out: Path) -> None:
+    """The version's tokenizer files as the trainer saved them (chat template, EOS)."""
+    source = Path(folder) / "tokenizer"
+    if not source.is_dir():
+        raise FailedPrecondition(f"{folder} has no tokenizer/", reason="MODEL_WITHOUT_TOKENIZER")
+    for file in sorted(source.iterdir()):
+        if file.is_file() and not (out / file.name).exists():  # never over the weights
+            shutil.copyfile(file, out / file.name)
 
 
 def _read_config(folder: Path) -> dict[str, Any]:
