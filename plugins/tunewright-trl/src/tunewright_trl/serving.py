@@ -77,6 +77,14 @@ class _Version:
     tokenizer: Any
     eos_ids: frozenset[int]
     adapter_bytes: int
+    #: versions with equal keys tokenize alike (same vocabulary and chat template)
+    tokenizer_key: str = ""
+
+    @property
+    def mixable(self) -> bool:
+        """One adapter (or none): rows of such versions share a batch via PEFT's
+        ``adapter_names`` (a chain's adapters must be active together, so it gets its own)."""
+        return len(self.adapters) <= 1
 
 
 @dataclass
@@ -88,10 +96,9 @@ class _Job:
     enqueued_at: float = field(default_factory=time.monotonic)
 
     @property
-    def batch_key(self) -> tuple[Any, ...]:
+    def sampling_key(self) -> tuple[Any, ...]:
         o = self.request.options
-        sampling = () if o.greedy else (o.temperature, o.top_p, o.seed)
-        return (self.request.model_version_id, sampling)
+        return () if o.greedy else (o.temperature, o.top_p, o.seed)
 
     def send(self, item: Delta | BaseException) -> None:
         self.loop.call_soon_threadsafe(self.out.put_nowait, item)
@@ -232,8 +239,19 @@ class TransformersBackend:
             if not self._waiting:
                 continue
             head = self._waiting[0]
-            batch = [j for j in self._waiting if j.batch_key == head.batch_key]
-            batch = batch[: self.max_batch_size]
+            try:
+                head_key = self._batch_key(head)
+                batch = [head]
+                for job in self._waiting[1:]:
+                    if len(batch) >= self.max_batch_size:
+                        break
+                    if self._batch_key(job, load=False) == head_key:
+                        batch.append(job)
+            except Exception as exc:
+                log.error("loading a model version failed", exc_info=True)
+                self._waiting.pop(0)
+                head.send(_public(exc))
+                continue
             chosen = {id(j) for j in batch}
             self._waiting = [j for j in self._waiting if id(j) not in chosen]
             try:
@@ -255,6 +273,19 @@ class TransformersBackend:
                 )
                 for job in batch:
                     job.send(error)
+
+    def _batch_key(self, job: _Job, *, load: bool = True) -> tuple[Any, ...]:
+        """Requests with equal keys share a forward pass: one model version, or versions of
+        one base with a single adapter each and the same tokenizer (a mixed-adapter batch)."""
+        version_id = job.request.model_version_id
+        version = self._versions.get(version_id)
+        if version is None:
+            if not load:
+                return ("unloaded", version_id)
+            version = self._version(job.request.chain)
+        if version.mixable:
+            return ("mixed", version.base_key, version.tokenizer_key, job.sampling_key)
+        return ("version", version_id, job.sampling_key)
 
     def _fail_waiting(self) -> None:
         error = FailedPrecondition("the serving backend is closing", reason="BACKEND_CLOSED")
@@ -319,6 +350,7 @@ class TransformersBackend:
             tokenizer,
             frozenset(i for i in eos if i is not None),
             sum(_folder_bytes(f) for f in folders[start:]),
+            _tokenizer_key(chain.tokenizer / "tokenizer"),
         )
         self._versions[chain.model_version_id] = version
         self._evict(keep=chain.model_version_id)
@@ -401,13 +433,14 @@ class TransformersBackend:
         import torch
 
         first = jobs[0].request
-        version = self._version(first.chain)
+        versions = [self._version(j.request.chain) for j in jobs]
+        version = versions[0]
         base = self._bases[version.base_key]
         tok = version.tokenizer
         budget = max(j.request.options.max_tokens for j in jobs)
         limit = self.max_prompt_tokens or max(base.max_positions - budget, 1)
-        texts, rows = [], []
-        for job in jobs:
+        texts, rows, row_versions = [], [], []
+        for job, job_version in zip(jobs, versions, strict=True):
             text = _prompt_text(tok, job.request)
             n = len(tok(text, add_special_tokens=job.request.messages is None)["input_ids"])
             if base.max_positions and n > limit:
@@ -421,6 +454,7 @@ class TransformersBackend:
                 continue
             texts.append(text)
             rows.append(job)
+            row_versions.append(job_version)
         if not rows:
             return
         device = self._device_name()
@@ -443,9 +477,13 @@ class TransformersBackend:
             if options.seed is not None:
                 torch.manual_seed(options.seed)
         model = base.model
-        self._activate(base, version)
         with torch.inference_mode():
-            if version.adapters or not _has_peft(model):
+            if len({v.model_version_id for v in row_versions}) > 1:
+                # one adapter per row (PEFT mixed-adapter batch); "__base__" = no adapter
+                names = [v.adapters[0] if v.adapters else "__base__" for v in row_versions]
+                model.generate(**batch, **kwargs, adapter_names=names)
+            elif version.adapters or not _has_peft(model):
+                self._activate(base, version)
                 model.generate(**batch, **kwargs)
             else:
                 with model.disable_adapter():
@@ -461,6 +499,31 @@ class TransformersBackend:
                 version.adapters[0] if len(version.adapters) == 1 else list(version.adapters)
             )
             base.model.base_model.set_adapter(names)
+
+
+def _public(exc: BaseException) -> BaseException:
+    """What a client may see of an engine error (never the exception's own text)."""
+    if isinstance(exc, (InvalidArgument, FailedPrecondition)):
+        return exc
+    return FailedPrecondition(
+        f"generation failed: {type(exc).__name__}", reason="GENERATION_FAILED"
+    )
+
+
+def _tokenizer_key(folder: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in (
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+        "special_tokens_map.json",
+    ):
+        path = folder / name
+        if path.is_file():
+            digest.update(name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def _has_peft(model: Any) -> bool:
