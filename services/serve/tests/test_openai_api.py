@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import openai
 import pytest
 from trained_adapters import QUESTION, TrainedFolder
@@ -208,6 +209,41 @@ async def test_promoted_model_answers_through_the_openai_client_and_follows_the_
                     messages=ASK,
                     n=2,  # type: ignore[arg-type]
                 )
+
+            # the HTTP surface without the client library: raw prompts, limits, error shapes
+            base = f"http://127.0.0.1:{serve.context.resources['http_port']}"
+            auth = {"authorization": f"Bearer {KEY}"}
+            async with httpx.AsyncClient(base_url=base) as web:
+                assert (await web.get("/health")).status_code == 200  # no token needed
+                assert (await web.get("/v1/models")).status_code == 401
+                text = await web.post(
+                    "/v1/completions",
+                    headers=auth,
+                    json={"model": refund.id, "prompt": "Hello", "max_tokens": 4},
+                )
+                assert text.status_code == 200, text.text
+                assert text.json()["object"] == "text_completion"
+                assert text.json()["usage"]["completion_tokens"] <= 4
+                big = await web.post(
+                    "/v1/chat/completions",
+                    headers={**auth, "content-type": "application/json"},
+                    content=b'{"model": "x", "messages": [], "pad": "' + b"x" * 2_000_000 + b'"}',
+                )
+                assert big.status_code == 413
+                assert big.json()["error"]["code"] == "request_too_large"
+                broken = await web.post(
+                    "/v1/chat/completions",
+                    headers={**auth, "content-type": "application/json"},
+                    content=b"{not json",
+                )
+                assert broken.status_code == 400 and "error" in broken.json()
+                empty = await web.post(
+                    "/v1/chat/completions", headers=auth, json={"model": "x", "messages": []}
+                )
+                assert empty.status_code == 400
+                assert empty.json()["error"]["param"] == "messages"
+                nowhere = await web.get("/v1/nowhere", headers=auth)
+                assert nowhere.status_code == 404 and "error" in nowhere.json()
 
             # the same engine over gRPC
             async with grpc.aio.insecure_channel(f"127.0.0.1:{serve.port}") as sch:

@@ -22,6 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
 
 from tunewright.core.errors import TunewrightError
 from tunewright.serve.serving import Completion, SamplingInput, Serving
@@ -249,6 +250,11 @@ def build_app(
             where or None,
             None,
         )
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        # unknown routes and methods, in OpenAI's error shape too
+        return _error(exc.status_code, str(exc.detail), "invalid_request_error", None, None)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -43,7 +43,8 @@ class BackendSection(SettingsSection):
     params: dict[str, Any] = Field(
         default_factory=dict,
         description="Backend parameters (transformers: device, max_batch_size, max_adapters, "
-        "max_adapter_bytes, max_bases, max_queued, max_prompt_tokens).",
+        "max_adapter_bytes, max_bases, max_queued, max_prompt_tokens; vllm: see "
+        "plugins/tunewright-vllm/README.md).",
     )
 
 
