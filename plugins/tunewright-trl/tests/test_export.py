@@ -57,19 +57,36 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Chain:
     base = TinyBaseModel("llama-xxs", seed=3)
     sft, dpo, full, on_full = (root / n for n in ("sft", "dpo", "full", "on-full"))
     # rsLoRA first: PEFT's own "cat" would scale the combined adapter by sqrt(r)
-    _lora(base, base.causal_lm(), sft, 1, r=8, lora_alpha=16, use_rslora=True,
-          target_modules="all-linear")  # fmt: skip
-    _lora(base, load_causal_lm(base, [sft]), dpo, 2, r=4, lora_alpha=32,
-          target_modules=["q_proj", "v_proj", "down_proj"],
-          rank_pattern={"down_proj": 2}, alpha_pattern={"v_proj": 8})  # fmt: skip
+    _lora(
+        base,
+        base.causal_lm(),
+        sft,
+        1,
+        r=8,
+        lora_alpha=16,
+        use_rslora=True,
+        target_modules="all-linear",
+    )
+    _lora(
+        base,
+        load_causal_lm(base, [sft]),
+        dpo,
+        2,
+        r=4,
+        lora_alpha=32,
+        target_modules=["q_proj", "v_proj", "down_proj"],
+        rank_pattern={"down_proj": 2},
+        alpha_pattern={"v_proj": 8},
+    )
     model = base.causal_lm()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.02 * torch.randn_like(p))
     model.save_pretrained(str(full / "model"))
     _save_tokenizer(base, full)
-    _lora(base, load_causal_lm(base, [full]), on_full, 4, r=4, lora_alpha=8,
-          target_modules=["q_proj"])  # fmt: skip
+    _lora(
+        base, load_causal_lm(base, [full]), on_full, 4, r=4, lora_alpha=8, target_modules=["q_proj"]
+    )
     return Chain(base, sft, dpo, full, on_full)
 
 
@@ -91,10 +108,12 @@ def test_merged_export_is_the_chain_in_plain_transformers(chain: Chain, tmp_path
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = tmp_path / "merged"
-    done = export_merged(base=chain.base, weights=[chain.sft, chain.dpo], tokenizer=chain.dpo,
-                         out=out)  # fmt: skip
+    done = export_merged(
+        base=chain.base, weights=[chain.sft, chain.dpo], tokenizer=chain.dpo, out=out
+    )
     assert done["links"] == ["lora", "lora"]
     assert (out / "model.safetensors").is_file() and not (out / ADAPTER_CONFIG).exists()
+    assert not list(out.glob("*.bin"))
 
     model = AutoModelForCausalLM.from_pretrained(str(out))
     tok = AutoTokenizer.from_pretrained(str(out))
@@ -159,8 +178,9 @@ def test_full_weights_merge_but_are_no_adapter(chain: Chain, tmp_path: Path) -> 
         export_adapter(weights=weights, tokenizer=chain.on_full, out=tmp_path / "adapter")
     assert refused.value.reason == "CHAIN_HAS_FULL_WEIGHTS"
 
-    done = export_merged(base=chain.base, weights=weights, tokenizer=chain.on_full,
-                         out=tmp_path / "merged")  # fmt: skip
+    done = export_merged(
+        base=chain.base, weights=weights, tokenizer=chain.on_full, out=tmp_path / "merged"
+    )
     assert done["links"] == ["full", "lora"]
     batch = _ids(chain.base)
     plain = AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged"))
@@ -170,8 +190,16 @@ def test_full_weights_merge_but_are_no_adapter(chain: Chain, tmp_path: Path) -> 
 
 def test_an_adapter_that_is_not_plain_lora_is_not_combined(chain: Chain, tmp_path: Path) -> None:
     dora = tmp_path / "dora"
-    _lora(chain.base, load_causal_lm(chain.base, [chain.sft]), dora, 5, r=4, lora_alpha=8,
-          target_modules=["q_proj"], use_dora=True)  # fmt: skip
+    _lora(
+        chain.base,
+        load_causal_lm(chain.base, [chain.sft]),
+        dora,
+        5,
+        r=4,
+        lora_alpha=8,
+        target_modules=["q_proj"],
+        use_dora=True,
+    )
     with pytest.raises(FailedPrecondition, match="use_dora") as refused:
         export_adapter(weights=[chain.sft, dora], tokenizer=dora, out=tmp_path / "adapter")
     assert refused.value.reason == "UNSUPPORTED_ADAPTER"

@@ -2,7 +2,8 @@
 
 ``up`` / ``down`` / ``status`` manage the embedded local stack (:mod:`tunewright.cli.stack`);
 ``run`` / ``runs`` / ``logs`` / ``cancel`` drive pipelines through the registry
-(:mod:`tunewright.cli.pipelines`).
+(:mod:`tunewright.cli.pipelines`); ``export`` writes a model version as a merged checkpoint or
+one LoRA adapter (:mod:`tunewright.cli.export`).
 Settings come from ``--config FILE`` (YAML), ``TW_*`` variables and defaults, like every
 service; ``--data-dir`` is a shortcut for ``TW_DATA_DIR``.
 """
@@ -21,6 +22,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from tunewright.cli.export import ExportError
+from tunewright.cli.export import export as export_model
 from tunewright.cli.pipelines import (
     PipelineError,
     RegistryClient,
@@ -31,6 +34,7 @@ from tunewright.cli.pipelines import upload as upload_file
 from tunewright.cli.progress import ProgressFollower
 from tunewright.cli.stack import Stack, StackError, StackSettings, as_json, mask_url
 from tunewright.core.bus import EventBus
+from tunewright.core.errors import TunewrightError
 from tunewright.core.logs import configure_logging
 from tunewright.core.settings import NatsSettings, SettingsError, load_settings
 
@@ -463,6 +467,89 @@ def cancel(
     finally:
         client.close()
     console.print(f"run {run_id}: {summary.status}")
+
+
+@cli.command("export")
+@click.argument("model_version")
+@click.option(
+    "--merged",
+    "merged_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Write the chain merged into one safetensors checkpoint + tokenizer here "
+    "(transformers AutoModelForCausalLM.from_pretrained(DIR)).",
+)
+@click.option(
+    "--adapter",
+    "adapter_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Write one PEFT LoRA adapter for the base model here (vLLM --lora-modules); "
+    "the LoRA links of a chain are combined exactly.",
+)
+@click.option("--force", is_flag=True, help="Replace DIR when it is not empty.")
+@config_option
+@data_dir_option
+@registry_option
+@click.option(
+    "--nats-url",
+    help="NATS of the artifact store when artifacts.backend is nats (default: the local stack's).",
+)
+def export_command(
+    model_version: str,
+    merged_dir: Path | None,
+    adapter_dir: Path | None,
+    force: bool,
+    config: Path | None,
+    data_dir: Path | None,
+    registry: str | None,
+    nats_url: str | None,
+) -> None:
+    """Write MODEL_VERSION (an id or model:alias, e.g. support-bot:production) as files that
+    other tools load, with a tunewright-export.json saying what it is.
+
+    --merged DIR: the base with every adapter of the version's chain merged in (a full
+    checkpoint replaces the weights) and the version's tokenizer (chat template, EOS).
+
+    --adapter DIR: adapter_config.json + adapter_model.safetensors to apply to the base
+    model; refused for a chain with full weights (export those --merged).
+    """
+    if (merged_dir is None) == (adapter_dir is None):
+        raise click.UsageError("give exactly one of --merged DIR and --adapter DIR")
+    out = merged_dir if merged_dir is not None else adapter_dir
+    assert out is not None
+    settings = _settings(config, data_dir, nats_url)
+    try:
+        result = export_model(
+            settings,
+            model_version,
+            fmt="merged" if merged_dir is not None else "adapter",
+            out=out,
+            force=force,
+            registry=registry,
+        )
+    except (ExportError, PipelineError, StackError, TunewrightError) as exc:
+        raise click.ClickException(str(exc)) from None
+    m = result.manifest
+    links = ", ".join(f"{link['model_version_id']} ({link['weights']})" for link in m["links"])
+    console.print(
+        f"exported model version [bold]{m['model_version_id']}[/bold] ({m['model']} "
+        f"v{m['version']}) on {m['base_model']} as {m['format']} into {result.out}",
+        highlight=False,
+    )
+    console.print(f"  chain, root first: {links}", highlight=False)
+    if m["format"] == "merged":
+        console.print(
+            f"  load: AutoModelForCausalLM.from_pretrained({str(result.out)!r}), "
+            f"AutoTokenizer.from_pretrained({str(result.out)!r})",
+            highlight=False,
+        )
+    else:
+        adapter = m["adapter"]
+        console.print(
+            f"  LoRA r={adapter['r']} ({adapter['combined']}): serve it with the base model, "
+            f"e.g. vLLM --enable-lora --max-lora-rank >= {adapter['r']} "
+            f"--lora-modules {m['model']}={result.out}",
+            highlight=False,
+        )
 
 
 @cli.group()

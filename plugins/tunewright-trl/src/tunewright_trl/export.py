@@ -13,12 +13,14 @@ of several adapters (DPO trained on the merged SFT model) adds their deltas,
 ``W + s1·B1·A1 + s2·B2·A2``, so one adapter of rank ``r1 + r2`` holds them exactly:
 :func:`combine_lora_adapters` stacks the ``A`` matrices and the scaled ``B`` matrices (scale
 ``alpha/r``, or ``alpha/sqrt(r)`` with rsLoRA, per module) and saves it with
-``lora_alpha = r`` (scale 1). This is PEFT's ``add_weighted_adapter(combination_type="cat")``
+``lora_alpha = r`` (scale 1); the only rounding is ``s·B`` stored in the adapters' dtype.
+This is PEFT's ``add_weighted_adapter(combination_type="cat")``
 with weights 1.0, done on the saved tensors: it needs no base weights in memory, accepts any mix
 of ``target_modules`` forms, and stays exact when the first adapter uses rsLoRA (PEFT's copies
 that adapter's ``use_rslora`` onto the combined one, which then scales by ``sqrt(r)``, not 1).
 A chain with full weights has no adapter form (its deltas are not low-rank): it is exported
-merged. torch, safetensors, transformers and peft are imported inside the functions.
+merged. torch, transformers and peft are imported inside the functions; an adapter export
+needs only torch and safetensors (no base weights, no peft).
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ def export_merged(
         if tok.pad_token_id is not None:
             config.pad_token_id = tok.pad_token_id
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out), safe_serialization=True)
+    model.save_pretrained(str(out))  # safetensors: transformers 5 writes nothing else
     _copy_tokenizer(tokenizer, out)
     return {
         "links": links,
@@ -176,7 +178,7 @@ def combine_lora_adapters(adapters: Sequence[Path], out: Path) -> dict[str, Any]
         )
     # per adapter: module path -> (A, scale · B), in float32
     layers: list[dict[str, tuple[Any, Any]]] = []
-    dtypes = set()
+    dtypes: set[Any] = set()
     for folder, config in zip(adapters, configs, strict=True):
         tensors = load_file(str(folder / ADAPTER_WEIGHTS))
         dtypes.update(t.dtype for t in tensors.values())
