@@ -4,7 +4,8 @@ Run by HEALTHCHECK in every tunewright image (``python /opt/tunewright/healthche
 asks the server in this container, on the port the service binds (``TW_GRPC__PORT``, a
 setting); with ``TW_GRPC__TLS_CERT_FILE`` set it trusts that certificate, which must name the
 host given as the first argument (the compose service name). Health is exempt from the bearer
-token, so no secret is needed here.
+token, so no secret is needed here. For serve this covers its HTTP API too: the API runs in the
+same process, and a failed HTTP server turns the gRPC health to NOT_SERVING.
 """
 
 from __future__ import annotations

@@ -121,14 +121,19 @@ def summary(tokens: int, elapsed: float, latencies: list[float], requests: int) 
 
 
 def run_bare(
-    model: Any, tok: Any, prompts: list[list[dict[str, str]]], args: argparse.Namespace,
+    model: Any,
+    tok: Any,
+    prompts: list[list[dict[str, str]]],
+    args: argparse.Namespace,
     batch_size: int,
 ) -> dict[str, Any]:
     """Bare transformers: one merged model, requests in order, ``batch_size`` at a time.
     Latency of a request = from the start (all requests arrive at once) to its batch's end."""
     import torch
 
-    texts = [tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    texts = [
+        tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts
+    ]
     tokens, latencies = 0, []
     started = time.perf_counter()
     for at in range(0, len(texts), batch_size):
@@ -175,8 +180,10 @@ def main() -> None:
     base_models = PluginManager().load().base_models
     base = base_model(base_models, args.base, 0)
     counts = [int(c) for c in args.adapters.split(",")]
-    prompts = [[{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)] + f" (#{i})"}]
-               for i in range(args.requests)]
+    prompts = [
+        [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)] + f" (#{i})"}]
+        for i in range(args.requests)
+    ]
     results: dict[str, Any] = {
         "base": args.base,
         "parameters": base.parameter_count(),
@@ -209,7 +216,9 @@ def main() -> None:
             served["vs_bare_sequential"] = round(
                 served["tokens_per_s"] / bare_seq["tokens_per_s"], 2
             )
-            served["vs_bare_batched"] = round(served["tokens_per_s"] / bare_batch["tokens_per_s"], 2)
+            served["vs_bare_batched"] = round(
+                served["tokens_per_s"] / bare_batch["tokens_per_s"], 2
+            )
             results[f"serve_{count}_adapters"] = served
     print(json.dumps(results, indent=2))
 

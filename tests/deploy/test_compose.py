@@ -1,6 +1,6 @@
 """compose/: the files resolve (docker-compose 1.29 ``config``, GPU override included), secrets
-come only from compose/setup.sh, every dependency waits for health, NATS persists and asks
-for credentials, artifacts are shared."""
+come only from compose/setup.sh (serve's TLS certificate too), every dependency waits for
+health, NATS persists and asks for credentials, artifacts are shared."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from .conftest import (
     tunewright_services,
 )
 
-SERVICES = ("registry", "ingest", "synth", "trainer", "evaluator", "monitor")
+SERVICES = ("registry", "ingest", "synth", "trainer", "evaluator", "monitor", "serve")
 INFRA = ("nats", "postgres", "argilla", "argilla-worker", "elasticsearch", "redis", "mlflow")
 
 
@@ -37,8 +37,12 @@ def test_compose_with_gpu_override_resolves(resolved: dict[str, Any]) -> None:
     (gpus,) = services["trainer"]["deploy"]["resources"]["reservations"]["devices"]
     assert gpus["driver"] == "nvidia" and gpus["capabilities"] == ["gpu"]
     assert int(services["trainer"]["shm_size"].removesuffix("gb")) >= 1
+    # serve answers on one GPU (SERVE_GPU, shared with the trainer), with the CUDA torch
+    (gpu,) = services["serve"]["deploy"]["resources"]["reservations"]["devices"]
+    assert gpu["driver"] == "nvidia" and gpu["device_ids"] == ["0"]
+    assert "/whl/cu" in services["serve"]["build"]["args"]["TORCH_INDEX_URL"]
     # no other service holds the GPUs
-    assert [n for n, s in services.items() if "deploy" in s] == ["trainer"]
+    assert sorted(n for n, s in services.items() if "deploy" in s) == ["serve", "trainer"]
 
 
 def test_one_worker_per_gpu_override_resolves(env_file: Path) -> None:
@@ -90,6 +94,60 @@ def test_setup_writes_fresh_private_secrets_once(tmp_path: Path) -> None:
 
     again = subprocess.run([str(setup), str(first)], capture_output=True, text=True)
     assert again.returncode == 1 and "exists" in again.stderr
+    assert "SERVE_API_KEY" in blanks
+
+
+def test_setup_update_adds_only_what_an_older_env_lacks(tmp_path: Path) -> None:
+    setup = COMPOSE / "setup.sh"
+    env = tmp_path / ".env"
+    subprocess.run([str(setup), str(env)], check=True, capture_output=True)
+    # an .env of the version before serve: no SERVE_API_KEY, a last line without newline
+    older = [line for line in env.read_text().splitlines() if not line.startswith("SERVE_")]
+    env.write_text("\n".join(older))
+    subprocess.run([str(setup), "--update", str(env)], check=True, capture_output=True)
+    lines = env.read_text().splitlines()
+    assert lines[: len(older)] == older  # nothing changed
+    (added,) = lines[len(older) :]
+    assert re.fullmatch(r"SERVE_API_KEY=[0-9a-f]{48}", added)
+    assert stat.S_IMODE(os.stat(env).st_mode) == 0o600
+    again = subprocess.run([str(setup), "--update", str(env)], capture_output=True, text=True)
+    assert again.returncode == 0 and env.read_text().splitlines() == lines
+    missing = subprocess.run(
+        [str(setup), "--update", str(tmp_path / "none.env")], capture_output=True, text=True
+    )
+    assert missing.returncode == 1 and "without --update" in missing.stderr
+
+
+def test_setup_makes_serves_certificate_for_its_names(tmp_path: Path) -> None:
+    setup = COMPOSE / "setup.sh"
+    env = tmp_path / "conf" / ".env"
+    env.parent.mkdir()
+    extra = {"SERVE_TLS_SAN": "DNS:gpu1.example,IP:10.0.0.5"}
+    subprocess.run(
+        [str(setup), str(env)], check=True, capture_output=True, env={**os.environ, **extra}
+    )
+    tls = env.parent / "tls"
+    # the folder keeps other users out; the key is readable through it by the container's user
+    assert stat.S_IMODE(tls.stat().st_mode) == 0o700
+    assert sorted(p.name for p in tls.iterdir()) == ["serve.crt", "serve.key"]
+    assert stat.S_IMODE((tls / "serve.key").stat().st_mode) == 0o644
+    text = subprocess.run(
+        ["openssl", "x509", "-in", str(tls / "serve.crt"), "-noout", "-ext", "subjectAltName"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    for name in ("DNS:serve", "DNS:localhost", "IP Address:127.0.0.1", "DNS:gpu1.example"):
+        assert name in text, text
+    check = subprocess.run(
+        ["openssl", "pkey", "-in", str(tls / "serve.key"), "-noout"], capture_output=True
+    )
+    assert check.returncode == 0
+    # a new .env keeps the certificate clients already trust
+    cert = (tls / "serve.crt").read_bytes()
+    env.unlink()
+    subprocess.run([str(setup), str(env)], check=True, capture_output=True)
+    assert (tls / "serve.crt").read_bytes() == cert
 
 
 def test_every_dependency_waits_for_a_health_check(resolved: dict[str, Any]) -> None:
@@ -109,6 +167,7 @@ def test_every_dependency_waits_for_a_health_check(resolved: dict[str, Any]) -> 
         assert {"nats"} <= set(services[name]["depends_on"])
     assert set(services["registry"]["depends_on"]) == {"nats", "postgres"}
     assert "registry" in services["evaluator"]["depends_on"]
+    assert set(services["serve"]["depends_on"]) == {"nats", "registry"}
 
 
 def test_nats_runs_jetstream_on_a_volume_with_credentials(resolved: dict[str, Any]) -> None:
@@ -154,3 +213,27 @@ def test_published_ports_listen_on_loopback_by_default(resolved: dict[str, Any])
         assert str(port).startswith("127.0.0.1:"), (name, port)
     # elasticsearch, redis and postgres stay on the compose network
     assert not {"elasticsearch", "redis", "postgres"} & {name for name, _ in published}
+    # serve publishes gRPC and its HTTP API
+    assert sorted(p for n, p in published if n == "serve") == [
+        "127.0.0.1:50057:50057/tcp",
+        "127.0.0.1:8000:8000/tcp",
+    ]
+
+
+def test_serve_answers_https_with_the_generated_key_and_certificate(
+    resolved: dict[str, Any],
+) -> None:
+    serve = resolved["services"]["serve"]
+    env = serve["environment"]
+    assert re.fullmatch(r"[0-9a-f]{48}", env["TW_SERVE__HTTP__API_KEY"])  # from setup.sh
+    mounted = {s["source"] for s in serve["secrets"]}
+    assert mounted == {"serve_tls_cert", "serve_tls_key"}
+    assert env["TW_SERVE__HTTP__TLS_CERT_FILE"] == "/run/secrets/serve_tls_cert"
+    assert env["TW_SERVE__HTTP__TLS_KEY_FILE"] == "/run/secrets/serve_tls_key"
+    files = {name: Path(s["file"]) for name, s in resolved["secrets"].items()}
+    assert files == {
+        "serve_tls_cert": COMPOSE / "tls" / "serve.crt",
+        "serve_tls_key": COMPOSE / "tls" / "serve.key",
+    }
+    # what setup.sh writes beside compose/.env, never committed or sent to a build
+    assert "tls/" in (COMPOSE / ".gitignore").read_text().splitlines()

@@ -33,6 +33,7 @@ ALLOWED_PLUGINS = {
         "tunewright-openai",
     },  # metrics, generators
     "monitor": {"tunewright-drift"},  # drift detectors
+    "serve": {"tunewright-trl"},  # the transformers serving backend, base models
 }
 
 
@@ -131,8 +132,14 @@ def test_image_is_small_pinned_non_root_and_health_checked(dockerfile: Path) -> 
     assert entry == f'["tunewright-{svc}"]'
     scripts = (REPO / "services" / svc / "pyproject.toml").read_text()
     assert f'tunewright-{svc} = "tunewright.{svc}.server:main"' in scripts
-    (expose,) = [i.args for i in final if i.keyword == "EXPOSE"]
-    assert f"TW_GRPC__PORT={expose}" in " ".join(i.args for i in final if i.keyword == "ENV")
+    env = " ".join(i.args for i in final if i.keyword == "ENV")
+    (expose,) = [i.args.split() for i in final if i.keyword == "EXPOSE"]
+    assert f"TW_GRPC__PORT={expose[0]}" in env  # gRPC first
+    if svc == "serve":  # and the HTTP API, bound on every interface like gRPC
+        assert expose[1:] == ["8000"] and "TW_SERVE__HTTP__PORT=8000" in env
+        assert "TW_SERVE__HTTP__HOST=0.0.0.0" in env and "TW_GRPC__HOST=0.0.0.0" in env
+    else:
+        assert len(expose) == 1
 
 
 def _dockerignored(path: str) -> bool:
@@ -160,6 +167,7 @@ def test_every_copied_path_is_in_the_build_context(dockerfile: Path) -> None:
     # and what must never be sent is excluded
     assert _dockerignored("compose/.env") and _dockerignored(".venv/bin/python")
     assert _dockerignored("services/trainer/tests/conftest.py")
+    assert _dockerignored("compose/tls/serve.key") and _dockerignored("compose/tls/serve.crt")
 
 
 def _closure(names: set[str]) -> set[str]:
@@ -199,3 +207,6 @@ def test_torch_only_where_a_plugin_needs_it(dockerfile: Path) -> None:
         assert "download.pytorch.org/whl/cu" in text  # the CUDA build
     if svc == "registry":
         assert {"sqlalchemy", "alembic", "psycopg"} <= installed
+    if svc == "serve":
+        assert {"peft", "fastapi", "uvicorn"} <= installed
+        assert "download.pytorch.org/whl/cpu" in text  # CPU by default, like the evaluator

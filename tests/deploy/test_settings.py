@@ -84,10 +84,12 @@ def test_every_tw_variable_in_the_compose_files_is_a_setting() -> None:
             for key in tw:
                 checked.setdefault(name, []).append(setting_path(cls, key))
     assert set(checked) == {
-        *("registry", "ingest", "synth", "trainer", "evaluator", "monitor", "trainer-gpu1")
+        *("registry", "ingest", "synth", "trainer", "evaluator", "monitor", "serve"),
+        "trainer-gpu1",
     }
     assert "trainer.launch.nproc_per_node" in checked["trainer"]  # from gpu.yml
     assert "registry.database_url" in checked["registry"]
+    assert "serve.http.api_key" in checked["serve"]
 
 
 def test_every_tw_variable_an_image_sets_is_a_setting() -> None:
@@ -120,7 +122,13 @@ def test_resolved_environments_load_each_services_settings(
         assert settings.nats.user == "tunewright" and settings.nats.password is not None
         assert str(settings.artifacts_root) == "/artifacts"
         ports = resolved["services"][name]["ports"]
-        assert all(p.endswith(f":{settings.grpc.port}/tcp") for p in ports), (name, ports)
+        inside = {settings.grpc.port}
+        if name == "serve":  # and its HTTP API
+            inside.add(settings.serve.http.port)
+        assert {int(p.rsplit(":", 1)[1].removesuffix("/tcp")) for p in ports} == inside, (
+            name,
+            ports,
+        )
     url = loaded["registry"].registry.database_url.get_secret_value()
     assert url.startswith("postgresql+psycopg://tunewright:") and url.endswith(
         "@postgres:5432/tunewright"
@@ -129,3 +137,10 @@ def test_resolved_environments_load_each_services_settings(
     assert loaded["synth"].synth.registry_address == "registry:50055"
     assert loaded["monitor"].monitor.registry_address == "registry:50055"
     assert loaded["trainer"].trainer.launch.launcher == "none"  # gpu.yml default: one process
+    # serve: HTTPS on every interface of the container with the key setup.sh generated (the
+    # settings refuse a token off loopback without TLS, so this loading is that check)
+    http = loaded["serve"].serve.http
+    assert loaded["serve"].serve.registry_address == "registry:50055"
+    assert (http.host, http.port) == ("0.0.0.0", 8000)
+    assert http.tls_cert_file == "/run/secrets/serve_tls_cert"
+    assert http.api_key is not None and not http.insecure_no_auth

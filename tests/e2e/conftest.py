@@ -60,7 +60,7 @@ class StackCli:
     about the processes it starts."""
 
     exe = str(Path(sys.executable).parent / "tunewright")
-    services = ("registry", "ingest", "synth", "trainer", "evaluator", "monitor")
+    services = ("registry", "ingest", "synth", "trainer", "evaluator", "monitor", "serve")
 
     @staticmethod
     def free_ports(n: int) -> list[int]:

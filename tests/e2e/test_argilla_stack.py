@@ -36,13 +36,14 @@ def test_up_with_argilla_status_down(tmp_path: Path, stack_cli: Any) -> None:
             *args, cwd=cwd, check=check, timeout=180, drop_env=("TW_", "ARGILLA_")
         )
 
-    ports = stack_cli.free_ports(len(stack_cli.services) + 2)
+    ports = stack_cli.free_ports(len(stack_cli.services) + 3)
     config = {
         "data_dir": str(tmp_path / "data"),
         "stack": {
             "nats_port": ports[0],
             "argilla_port": ports[1],
-            "ports": dict(zip(stack_cli.services, ports[2:], strict=True)),
+            "serve_http_port": ports[2],
+            "ports": dict(zip(stack_cli.services, ports[3:], strict=True)),
         },
     }
     (tmp_path / "tunewright.yaml").write_text(yaml.safe_dump(config))

@@ -23,7 +23,9 @@ from tunewright.core.settings import load_settings
 from tunewright.events.v1 import events_pb2
 from tunewright.synth.v1 import synth_pb2, synth_pb2_grpc
 
-SERVICES = ("ingest", "synth", "trainer", "evaluator", "registry", "monitor")
+SERVICES = ("ingest", "synth", "trainer", "evaluator", "registry", "monitor", "serve")
+# what a service needs beyond NATS, a port and a data dir to start
+EXTRA_SETTINGS = {"serve": {"serve": {"http": {"port": 0, "api_key": "test-key"}}}}
 
 
 def _definition(name: str) -> ServiceDefinition:  # type: ignore[type-arg]
@@ -37,6 +39,7 @@ async def _start(name: str, nats_url: str, tmp_path: Path) -> RunningService:  #
         nats={"url": nats_url},
         grpc={"port": 0},
         data_dir=tmp_path / "data",
+        **EXTRA_SETTINGS.get(name, {}),
     )
     return await start_service(definition, settings)
 

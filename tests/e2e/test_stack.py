@@ -1,11 +1,12 @@
 """`tunewright up / status / down` against real processes: nats-server from the venv and the
-six services, on free ports in a temporary data dir (never the machine's own NATS)."""
+seven services, on free ports in a temporary data dir (never the machine's own NATS)."""
 
 from __future__ import annotations
 
 import json
 import os
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -14,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from tunewright.cli.stack import (
+    SERVICES,
     Probe,
     ServiceProcess,
     Stack,
@@ -34,10 +37,11 @@ from tunewright.core.settings import GrpcSettings
 
 @pytest.fixture
 def stack_dir(tmp_path: Path, stack_cli: Any) -> Iterator[Path]:
-    nats_port, *ports = stack_cli.free_ports(1 + len(stack_cli.services))
+    nats_port, http_port, *ports = stack_cli.free_ports(2 + len(stack_cli.services))
     config = {
         "stack": {
             "nats_port": nats_port,
+            "serve_http_port": http_port,
             "ports": dict(zip(stack_cli.services, ports, strict=True)),
         }
     }
@@ -50,6 +54,16 @@ def state_text_of(data_dir: Path) -> str:
     return (data_dir / ".tunewright" / "stack.json").read_text()
 
 
+def _serve_http(data_dir: Path) -> str:
+    port = yaml.safe_load((data_dir / "tunewright.yaml").read_text())["stack"]["serve_http_port"]
+    return f"http://127.0.0.1:{port}"
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_text().split("\0")
+    return dict(line.split("=", 1) for line in raw if "=" in line)
+
+
 def _pids(data_dir: Path) -> dict[str, int]:
     state = json.loads((data_dir / ".tunewright" / "stack.json").read_text())
     pids = {name: proc["pid"] for name, proc in state["services"].items()}
@@ -58,9 +72,27 @@ def _pids(data_dir: Path) -> dict[str, int]:
 
 
 def test_up_status_down(stack_dir: Path, stack_cli: Any) -> None:
-    stack_cli.run("up", "--config", "tunewright.yaml", cwd=stack_dir)
+    up = stack_cli.run("up", "--config", "tunewright.yaml", cwd=stack_dir)
     first = _pids(stack_dir)
     assert set(first) == {*stack_cli.services, "nats"}
+
+    # serve's HTTP API: a key made for it, private, named (not printed) by `up`
+    key_file = stack_dir / ".tunewright" / "serve.key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    key = key_file.read_text().strip()
+    assert len(key) >= 40
+    base = _serve_http(stack_dir)
+    assert f"serve: OpenAI-compatible API on {base}/v1, bearer token in {key_file}" in up.stdout
+    assert key not in up.stdout + up.stderr
+    assert _environ(first["serve"])["TW_SERVE__HTTP__API_KEY"] == key
+    assert "TW_SERVE__HTTP__API_KEY" not in _environ(first["trainer"])  # serve's alone
+    assert requests.get(f"{base}/health", timeout=5).status_code == 200  # open
+    assert requests.get(f"{base}/v1/models", timeout=5).status_code == 401
+    models = requests.get(
+        f"{base}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=5
+    )
+    assert models.status_code == 200, models.text  # the registry answered: no aliases yet
+    assert models.json()["object"] == "list"
 
     status = json.loads(
         stack_cli.run("status", "--json", "--config", "tunewright.yaml", cwd=stack_dir).stdout
@@ -81,6 +113,7 @@ def test_up_status_down(stack_dir: Path, stack_cli: Any) -> None:
     again = stack_cli.run("up", "--config", "tunewright.yaml", cwd=stack_dir)
     assert again.stdout.count("already running") == 1 + len(stack_cli.services), again.stdout
     assert _pids(stack_dir) == first
+    assert key_file.read_text().strip() == key and str(key_file) in again.stdout
 
     human = stack_cli.run("status", "--config", "tunewright.yaml", cwd=stack_dir).stdout
     assert "TW_TRAINER_WORK" in human and "trainer-worker" in human
@@ -93,6 +126,7 @@ def test_up_status_down(stack_dir: Path, stack_cli: Any) -> None:
         "down left processes behind"
     )
     assert not (stack_dir / ".tunewright" / "stack.json").exists()
+    assert key_file.read_text().strip() == key  # kept for the next `up`
 
     down = stack_cli.run(
         "status", "--json", "--config", "tunewright.yaml", cwd=stack_dir, check=False
@@ -137,6 +171,46 @@ def test_unknown_setting_is_an_error(tmp_path: Path, stack_cli: Any) -> None:
     result = stack_cli.run("up", "--config", "bad.yaml", cwd=tmp_path, check=False)
     assert result.returncode != 0
     assert "nats_prot" in result.stderr
+
+
+def test_stack_ports_default_what_a_config_leaves_out(tmp_path: Path) -> None:
+    # a config written for the six services before serve existed still starts all seven
+    six = {"ingest": 1, "synth": 2, "trainer": 3, "evaluator": 4, "registry": 5, "monitor": 6}
+    settings = StackSettings(data_dir=tmp_path, stack={"ports": six})
+    assert settings.stack.ports == {**six, "serve": 50057}
+    assert set(StackSettings().stack.ports) == set(SERVICES)
+    assert StackSettings().stack.serve_http_port == 8000
+    with pytest.raises(ValidationError, match="unknown service"):
+        StackSettings(stack={"ports": {"servee": 1}})
+    with pytest.raises(ValidationError, match="serve_api_key is empty"):
+        StackSettings(stack={"serve_api_key": " "})
+
+
+def test_serve_key_comes_from_the_config_the_token_or_a_private_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TW_SERVE__HTTP__API_KEY", raising=False)
+    explicit = Stack(StackSettings(data_dir=tmp_path, stack={"serve_api_key": "mine"}))
+    assert explicit._serve_api_key() == ("mine", "stack.serve_api_key")
+    token = Stack(StackSettings(data_dir=tmp_path, grpc={"auth_token": "tok"}))
+    assert token._serve_api_key() == (None, "grpc.auth_token")  # serve accepts it as it is
+    assert not (tmp_path / "serve.key").exists()
+
+    stack = Stack(StackSettings(data_dir=tmp_path))
+    assert stack._serve_api_key(create=False) == (None, str(tmp_path / "serve.key"))
+    key, where = stack._serve_api_key()
+    assert where == str(tmp_path / "serve.key") and key
+    assert stat.S_IMODE((tmp_path / "serve.key").stat().st_mode) == 0o600
+    assert Stack(StackSettings(data_dir=tmp_path))._serve_api_key()[0] == key  # reused
+    (tmp_path / "serve.key").chmod(0o644)
+    assert stack._serve_api_key()[0] == key
+    assert stat.S_IMODE((tmp_path / "serve.key").stat().st_mode) == 0o600
+    assert not [p.name for p in tmp_path.iterdir() if p.name != "serve.key"]  # no temp left
+    other = tmp_path / "other"
+    assert Stack(StackSettings(data_dir=other))._serve_api_key()[0] != key  # new each dir
+
+    monkeypatch.setenv("TW_SERVE__HTTP__API_KEY", "exported")  # set by hand: left to serve
+    assert stack._serve_api_key() == (None, "$TW_SERVE__HTTP__API_KEY")
 
 
 def test_mask_url_hides_credentials() -> None:
@@ -262,12 +336,20 @@ def test_up_hands_settings_to_services_and_probes_with_tls_and_token(
     for text in (up.stdout, up.stderr, status.stdout, status.stderr, state_text):
         assert "s3cret-pw" not in text and "t0ken" not in text
 
+    # serve's HTTP API takes the platform's token: no key of its own is made
+    assert "bearer token = grpc.auth_token" in up.stdout
+    assert not (stack_dir / ".tunewright" / "serve.key").exists()
+    serve_pid = json.loads(state_text)["services"]["serve"]["pid"]
+    assert "TW_SERVE__HTTP__API_KEY" not in _environ(serve_pid)
+    base = _serve_http(stack_dir)
+    assert requests.get(f"{base}/v1/models", timeout=5).status_code == 401
+    models = requests.get(f"{base}/v1/models", headers={"Authorization": "Bearer t0ken"}, timeout=5)
+    # past authentication (what the answer is depends on the registry call, which does not
+    # use TLS yet: core's RegistryClient opens a plaintext channel)
+    assert models.status_code not in (401, 403), models.text
+
     pid = json.loads(state_text)["services"]["trainer"]["pid"]
-    env = dict(
-        line.split("=", 1)
-        for line in Path(f"/proc/{pid}/environ").read_text().split("\0")
-        if "=" in line
-    )
+    env = _environ(pid)
     assert env["TW_WORKSPACE"] == "acme" and env["TW_LOG__LEVEL"] == "DEBUG"
     assert env["TW_GRPC__TLS_CERT_FILE"] == str(cert.resolve())
     assert env["TW_NATS__PASSWORD"] == "s3cret-pw"

