@@ -110,6 +110,7 @@ demo: install
 	status=0; \
 	source=$$($(TW) upload $(DEMO_DATA)/tickets.jsonl) && \
 	$(TW) run examples/support-tickets/pipeline.yaml -p source=$$source --report-dir reports \
+	  && $(PY) examples/support-tickets/ask.py \
 	  || status=$$?; \
 	$(TW) down; exit $$status
 
