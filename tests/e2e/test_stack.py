@@ -135,6 +135,62 @@ def test_up_status_down(stack_dir: Path, stack_cli: Any) -> None:
     assert all(s["health"] == "UNREACHABLE" for s in json.loads(down.stdout)["services"])
 
 
+def test_default_up_refuses_unauthenticated_grpc_calls_and_nats_publishes(
+    stack_dir: Path, stack_cli: Any
+) -> None:
+    """Secure by default: with no credentials configured, `up` makes a platform gRPC token and
+    an embedded-NATS token (0600) and every service requires them; the CLI's own commands
+    (status here; the demo runs upload and run) send them."""
+    import asyncio
+
+    import grpc
+    import nats
+
+    from tunewright.registry.v1 import registry_pb2, registry_pb2_grpc
+
+    up = stack_cli.run("up", "--config", "tunewright.yaml", cwd=stack_dir)
+    data = stack_dir / ".tunewright"
+    tokens = {}
+    for name in ("grpc.token", "nats.token"):
+        assert stat.S_IMODE((data / name).stat().st_mode) == 0o600
+        tokens[name] = (data / name).read_text().strip()
+        assert len(tokens[name]) >= 40 and tokens[name] not in up.stdout + up.stderr
+    config = yaml.safe_load((stack_dir / "tunewright.yaml").read_text())["stack"]
+    registry = f"127.0.0.1:{config['ports']['registry']}"
+    request = registry_pb2.ListAliasesRequest()
+    with grpc.insecure_channel(registry) as channel:
+        stub = registry_pb2_grpc.RegistryServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ListAliases(request, timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.RpcError) as wrong:
+            stub.ListAliases(request, timeout=10, metadata=(("authorization", "Bearer x"),))
+        assert wrong.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        token = (("authorization", f"Bearer {tokens['grpc.token']}"),)
+        stub.ListAliases(request, timeout=10, metadata=token)  # the platform token works
+
+    url = f"nats://127.0.0.1:{config['nats_port']}"
+
+    async def publish(**credentials: str) -> None:
+        nc = await nats.connect(
+            url, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=3, **credentials
+        )
+        try:
+            await nc.publish("tw.registry.model.promoted", b"forged")
+            await nc.flush(timeout=3)
+        finally:
+            await nc.close()
+
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        asyncio.run(publish())
+    asyncio.run(publish(token=tokens["nats.token"]))
+
+    status = json.loads(
+        stack_cli.run("status", "--json", "--config", "tunewright.yaml", cwd=stack_dir).stdout
+    )
+    assert status["healthy"] is True
+
+
 def test_up_restarts_only_what_died(stack_dir: Path, stack_cli: Any) -> None:
     stack_cli.run("up", "--config", "tunewright.yaml", cwd=stack_dir)
     before = _pids(stack_dir)

@@ -95,3 +95,25 @@ def test_stale_pid_file_is_ignored_and_cleaned(tmp_path: Path) -> None:
     tmp_path.joinpath(URL_FILE).write_text("nats://127.0.0.1:1\n")
     assert find_detached(tmp_path) is None
     assert not tmp_path.joinpath(PID_FILE).exists()
+
+
+async def test_a_token_server_refuses_clients_without_it_and_keeps_it_off_the_command_line(
+    tmp_path: Path,
+) -> None:
+    import stat
+
+    token = "tw-nats-test-token-0123456789"
+    server = NatsServer(tmp_path / "nats", auth_token=token).start()
+    try:
+        with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+            await nats.connect(server.url, allow_reconnect=False, max_reconnect_attempts=0)
+        nc = await nats.connect(server.url, token=token)
+        await nc.close()
+        cmdline = Path(f"/proc/{server.pid}/cmdline").read_bytes().decode()
+        assert token not in cmdline
+        config = tmp_path / "nats" / "nats-auth.conf"
+        assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    finally:
+        server.stop()
+    with pytest.raises(ValueError):
+        NatsServer(tmp_path / "other", auth_token='bad"token')

@@ -32,7 +32,15 @@ from tunewright.cli.pipelines import (
 )
 from tunewright.cli.pipelines import upload as upload_file
 from tunewright.cli.progress import ProgressFollower
-from tunewright.cli.stack import Stack, StackError, StackSettings, as_json, mask_url
+from tunewright.cli.stack import (
+    Probe,
+    Stack,
+    StackError,
+    StackSettings,
+    as_json,
+    mask_url,
+    with_local_credentials,
+)
 from tunewright.core.bus import EventBus
 from tunewright.core.errors import TunewrightError
 from tunewright.core.logs import configure_logging
@@ -49,8 +57,15 @@ def _settings(config: Path | None, data_dir: Path | None, nats_url: str | None) 
         overrides["nats"] = {"url": nats_url}
         overrides["stack"] = {"embedded_nats": False}
     try:
-        return load_settings(StackSettings, config, **overrides)
+        return with_local_credentials(load_settings(StackSettings, config, **overrides))
     except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _probe(settings: StackSettings) -> Probe:
+    try:
+        return Probe.from_settings(settings.grpc)
+    except StackError as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -403,7 +418,7 @@ def upload(path: Path, ingest: str | None, config: Path | None, data_dir: Path |
     settings = _settings(config, data_dir, None)
     address = ingest or f"127.0.0.1:{settings.stack.ports['ingest']}"
     try:
-        uri = upload_file(address, path)
+        uri = upload_file(address, path, probe=_probe(settings))
     except PipelineError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(uri)

@@ -39,7 +39,7 @@ class RegistryClient:
         probe = Probe.from_settings(settings.grpc)
         self._metadata = probe.metadata
         if address:
-            self._channel = grpc.insecure_channel(address)
+            self._channel = probe.channel_to(address)
         else:
             self._channel = probe.channel(settings.stack.ports["registry"])
         self._stub = registry_pb2_grpc.RegistryServiceStub(self._channel)
@@ -188,8 +188,11 @@ def parse_parameters(pairs: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def upload(address: str, path: Path, *, chunk_bytes: int = 1 << 20) -> str:
-    """Stream ``path`` to the ingest service (UploadDataset); returns the artifact URI."""
+def upload(
+    address: str, path: Path, *, probe: Probe | None = None, chunk_bytes: int = 1 << 20
+) -> str:
+    """Stream ``path`` to the ingest service (UploadDataset); returns the artifact URI.
+    ``probe``: the TLS root and bearer token to call it with (the CLI's settings)."""
     from tunewright.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 
     size = path.stat().st_size
@@ -202,10 +205,11 @@ def upload(address: str, path: Path, *, chunk_bytes: int = 1 << 20) -> str:
             while chunk := source.read(chunk_bytes):
                 yield ingest_pb2.UploadDatasetRequest(chunk=chunk)
 
-    with grpc.insecure_channel(address) as channel:
+    probe = probe or Probe()
+    with probe.channel_to(address) as channel:
         stub = ingest_pb2_grpc.IngestServiceStub(channel)
         try:
-            reply = stub.UploadDataset(requests(), timeout=600)
+            reply = stub.UploadDataset(requests(), timeout=600, metadata=probe.metadata)
         except grpc.RpcError as exc:
             raise _refusal(exc) from None
     return str(reply.artifact.uri)

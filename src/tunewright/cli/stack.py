@@ -91,6 +91,12 @@ class StackSection(SettingsSection):
         description="Bearer token of serve's HTTP API; unset = grpc.auth_token if set, else "
         "a random key made once in <data_dir>/serve.key.",
     )
+    insecure_no_auth: bool = Field(
+        default=False,
+        description="INSECURE: run the stack without credentials (gRPC calls and NATS "
+        "connections unauthenticated). By default `up` generates a platform token "
+        "(<data_dir>/grpc.token) and an embedded-NATS token (<data_dir>/nats.token), 0600.",
+    )
     start_timeout_s: float = Field(default=60, gt=0, description="Wait for SERVING this long.")
     stop_timeout_s: float = Field(default=15, gt=0, description="SIGTERM, then SIGKILL after.")
     argilla_port: int = Field(
@@ -125,6 +131,56 @@ class StackSection(SettingsSection):
 class StackSettings(TunewrightSettings):
     service_name: str = "cli"
     stack: StackSection = Field(default_factory=StackSection, description="Local stack.")
+
+
+GRPC_TOKEN_FILE = "grpc.token"
+NATS_TOKEN_FILE = "nats.token"
+
+
+def secret_file(path: Path, prefix: str, *, create: bool = True) -> str | None:
+    """The secret in ``path`` (0600), made on first use and reused after; ``None`` when it is
+    missing and ``create`` is false."""
+    try:
+        value = path.read_text().strip()
+    except FileNotFoundError:
+        value = ""
+    if value:
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+        return value
+    if not create:
+        return None
+    value = f"{prefix}{secrets.token_urlsafe(32)}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(value + "\n")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return value
+
+
+def with_local_credentials(settings: StackSettings) -> StackSettings:
+    """Secure by default: the settings with the stack's generated credentials filled in where
+    none is configured — the platform's gRPC bearer token (every service requires it, every
+    client of the CLI sends it) and, for the embedded nats-server, a NATS token. Kept in
+    ``<data_dir>/grpc.token`` and ``<data_dir>/nats.token`` (0600), made on first use.
+    ``stack.insecure_no_auth`` turns this off."""
+    if settings.stack.insecure_no_auth:
+        return settings
+    data_dir = settings.data_dir.resolve()
+    updates: dict[str, Any] = {}
+    if settings.grpc.auth_token is None:
+        token = secret_file(data_dir / GRPC_TOKEN_FILE, "tw-grpc-")
+        updates["grpc"] = settings.grpc.model_copy(update={"auth_token": SecretStr(token or "")})
+    nats = settings.nats
+    if settings.stack.embedded_nats and not (nats.token or nats.user or nats.creds_file):
+        token = secret_file(data_dir / NATS_TOKEN_FILE, "tw-nats-")
+        updates["nats"] = nats.model_copy(update={"token": SecretStr(token or "")})
+    return settings.model_copy(update=updates) if updates else settings
 
 
 class StackError(RuntimeError):
@@ -247,7 +303,10 @@ class Probe:
         )
 
     def channel(self, port: int) -> grpc.Channel:
-        target = f"{self.host}:{port}"
+        return self.channel_to(f"{self.host}:{port}")
+
+    def channel_to(self, target: str) -> grpc.Channel:
+        """A channel to ``host:port`` with this probe's TLS root (plaintext without one)."""
         if self.root_cert is None:
             return grpc.insecure_channel(target)
         credentials = grpc.ssl_channel_credentials(root_certificates=self.root_cert)
@@ -376,33 +435,17 @@ class Stack:
             return stack.serve_api_key.get_secret_value(), "stack.serve_api_key"
         if os.environ.get(SERVE_API_KEY_ENV):
             return None, f"${SERVE_API_KEY_ENV}"
-        if self.settings.grpc.auth_token is not None:
+        token = self.settings.grpc.auth_token
+        generated = secret_file(self.data_dir / GRPC_TOKEN_FILE, "", create=False)
+        if token is not None and token.get_secret_value() != generated:
+            # a token the user configured; the generated platform token stays internal
             return None, "grpc.auth_token"
         key = self._generated_serve_key() if create else None
         return key, str(self.serve_key_file())
 
     def _generated_serve_key(self) -> str:
         """``<data_dir>/serve.key`` (0600): made on the first ``up``, reused after."""
-        path = self.serve_key_file()
-        try:
-            key = path.read_text().strip()
-        except FileNotFoundError:
-            key = ""
-        if key:
-            if path.stat().st_mode & 0o077:
-                path.chmod(0o600)
-            return key
-        key = f"tw-serve-{secrets.token_urlsafe(32)}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w") as out:
-                out.write(key + "\n")
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return key
+        return secret_file(self.serve_key_file(), "tw-serve-") or ""
 
     def serve_url(self) -> str:
         return f"http://127.0.0.1:{self.settings.stack.serve_http_port}/v1"
@@ -420,8 +463,14 @@ class Stack:
         if running is not None:
             self.say(f"nats: already running (pid {running.pid}, {running.url})")
             return running.url
-        server = nats_server.start_detached(run_dir, port=self.settings.stack.nats_port)
-        self.say(f"nats: started (pid {server.pid}, {server.url}, JetStream in {run_dir})")
+        token = self.settings.nats.token
+        server = nats_server.start_detached(
+            run_dir,
+            port=self.settings.stack.nats_port,
+            auth_token=token.get_secret_value() if token is not None else None,
+        )
+        auth = "token auth" if token is not None else "NO AUTH (stack.insecure_no_auth)"
+        self.say(f"nats: started (pid {server.pid}, {server.url}, {auth}, JetStream in {run_dir})")
         return server.url
 
     def _spawn(self, name: str, nats_url: str) -> ServiceProcess:

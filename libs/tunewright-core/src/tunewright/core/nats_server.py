@@ -36,6 +36,7 @@ from typing import Final, Self
 PID_FILE: Final = "nats-server.pid"
 URL_FILE: Final = "nats-server.url"
 LOG_FILE: Final = "nats-server.log"
+AUTH_CONFIG_FILE: Final = "nats-auth.conf"
 _STORE_SUBDIR: Final = "jetstream"
 _LOG_TAIL_LINES: Final = 30
 
@@ -65,6 +66,8 @@ class NatsServer:
     :param port: client port; ``None`` lets the server pick a free one.
     :param log_file: where the server's output goes (default ``store_dir/nats-server.log``).
     :param detach: run in a new session so the server survives this process (``tunewright up``).
+    :param auth_token: clients must present this token (written to a 0600 config file, never
+        on the command line where ``ps`` shows it); ``None``: no authentication.
     """
 
     def __init__(
@@ -76,7 +79,11 @@ class NatsServer:
         log_file: Path | None = None,
         binary: Path | None = None,
         detach: bool = False,
+        auth_token: str | None = None,
     ) -> None:
+        if auth_token is not None and (not auth_token or '"' in auth_token or "\\" in auth_token):
+            raise ValueError("auth_token must be non-empty, without quotes or backslashes")
+        self.auth_token = auth_token
         self.store_dir = Path(store_dir)
         self.port = port
         self.host = host
@@ -120,6 +127,8 @@ class NatsServer:
             "--ports_file_dir",
             str(ports_dir),
         ]
+        if self.auth_token is not None:
+            args += ["-c", str(self._write_auth_config())]
         with self.log_file.open("ab") as log:
             self._proc = subprocess.Popen(
                 args,
@@ -146,6 +155,15 @@ class NatsServer:
             f"nats-server did not accept connections within {timeout_s:g}s\n"
             f"{_log_tail(self.log_file)}"
         )
+
+    def _write_auth_config(self) -> Path:
+        path = self.store_dir / AUTH_CONFIG_FILE
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(f'authorization {{\n  token: "{self.auth_token}"\n}}\n')
+        tmp.replace(path)
+        return path
 
     def stop(self, *, timeout_s: float = 5.0) -> None:
         """SIGTERM, wait up to ``timeout_s``, then SIGKILL. Safe to call twice."""
@@ -198,18 +216,29 @@ class DetachedServer:
 
 
 def start_detached(
-    run_dir: Path, *, port: int | None = None, host: str = "127.0.0.1", timeout_s: float = 10.0
+    run_dir: Path,
+    *,
+    port: int | None = None,
+    host: str = "127.0.0.1",
+    timeout_s: float = 10.0,
+    auth_token: str | None = None,
 ) -> DetachedServer:
     """Start a server that outlives this process, or return the one already running there.
 
-    JetStream data goes to ``run_dir/jetstream``; pid, url and log files into ``run_dir``.
+    JetStream data goes to ``run_dir/jetstream``; pid, url and log files into ``run_dir``;
+    ``auth_token``: clients must present it.
     """
     running = find_detached(run_dir)
     if running is not None:
         return running
     run_dir.mkdir(parents=True, exist_ok=True)
     server = NatsServer(
-        run_dir, port=port, host=host, log_file=run_dir / LOG_FILE, detach=True
+        run_dir,
+        port=port,
+        host=host,
+        log_file=run_dir / LOG_FILE,
+        detach=True,
+        auth_token=auth_token,
     ).start(timeout_s=timeout_s)
     url = server.url
     pid = server.release()

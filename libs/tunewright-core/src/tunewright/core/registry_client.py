@@ -1,6 +1,12 @@
 """A small client of the registry's gRPC API for services that read from it (the evaluator,
-synth, monitor, serve): model versions (by id, name + version or alias), dataset versions, training runs.
-A missing entity is a NotFound; an unreachable registry a FailedPrecondition."""
+synth, monitor, serve): model versions (by id, name + version or alias), dataset versions,
+training runs, aliases. A missing entity is a NotFound; an unreachable registry a
+FailedPrecondition.
+
+It carries the platform's credentials the way the servers take them (``GrpcSettings``): the
+bearer token on every call, and TLS when the service itself serves TLS (its certificate is the
+trust root: one platform certificate, as ``compose/setup.sh`` makes it). Without them a stack
+with auth on would lock its own services out of the registry."""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ import grpc
 
 from tunewright.common.v1 import common_pb2
 from tunewright.core.errors import FailedPrecondition, NotFound
+from tunewright.core.settings import GrpcSettings
 from tunewright.registry.v1 import registry_pb2, registry_pb2_grpc
 
 
@@ -26,18 +33,30 @@ class VersionLookup(Protocol):
 
 
 class RegistryClient:
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, grpc_settings: GrpcSettings | None = None) -> None:
         self.address = address
         self._channel: Any = None
+        settings = grpc_settings or GrpcSettings()
+        token = settings.auth_token
+        self._metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {token.get_secret_value()}"),) if token is not None else ()
+        )
+        self._root_cert: bytes | None = (
+            settings.tls_cert_file.read_bytes() if settings.tls_cert_file is not None else None
+        )
 
     def _stub(self) -> registry_pb2_grpc.RegistryServiceStub:
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self.address)
+            if self._root_cert is None:
+                self._channel = grpc.aio.insecure_channel(self.address)
+            else:
+                credentials = grpc.ssl_channel_credentials(root_certificates=self._root_cert)
+                self._channel = grpc.aio.secure_channel(self.address, credentials)
         return registry_pb2_grpc.RegistryServiceStub(self._channel)
 
     async def _call(self, method: Any, request: Any) -> Any:
         try:
-            return await method(request, timeout=30)
+            return await method(request, metadata=self._metadata, timeout=30)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 raise NotFound(exc.details() or "not found", reason="NOT_IN_REGISTRY") from None

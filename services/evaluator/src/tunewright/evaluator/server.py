@@ -169,7 +169,9 @@ class Evaluator(evaluator_pb2_grpc.EvaluatorServiceServicer):
         self.store = RunStore(data / "runs")
         self.workdir = data / "work"
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.lookup = RegistryClient(context.settings.evaluator.registry_address)
+        self.lookup = RegistryClient(
+            context.settings.evaluator.registry_address, context.settings.grpc
+        )
         #: run id -> (reason, when it was asked), for runs asked to stop (filled by the
         #: control listener, taken by the run; stale entries are pruned)
         self.cancel_requests: dict[str, tuple[str, dt.datetime]] = {}

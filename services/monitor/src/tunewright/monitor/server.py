@@ -72,7 +72,7 @@ class Monitor:
         self.settings = context.settings.monitor
         self.store = MonitorStore(context.settings.data_dir / "monitor" / "monitor.db")
         context.closers.append(self.store.close)
-        self.registry = RegistryClient(self.settings.registry_address)
+        self.registry = RegistryClient(self.settings.registry_address, context.settings.grpc)
         registry = context.plugins.registries.drift_detectors
         self.detectors = [
             analysis.NamedDetector(d.name, registry.get(d.name).factory(**d.params))

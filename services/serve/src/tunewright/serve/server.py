@@ -63,7 +63,7 @@ class ServeApp:
                 f"{type(backend).__name__}, not a ServingBackend"
             )
         self.backend = backend
-        self.registry = RegistryClient(settings.registry_address)
+        self.registry = RegistryClient(settings.registry_address, context.settings.grpc)
         self.resolver = ModelResolver(
             registry=self.registry,
             artifacts=context.artifacts,

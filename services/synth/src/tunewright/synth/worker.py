@@ -83,7 +83,7 @@ class SynthWorker:
         section = context.settings.synth
         workdir = context.settings.data_dir / "synth"
         workdir.mkdir(parents=True, exist_ok=True)
-        registry = RegistryClient(section.registry_address)
+        registry = RegistryClient(section.registry_address, context.settings.grpc)
         self.preferences = Preferences(
             registry=registry,
             artifacts=context.artifacts,
