@@ -100,8 +100,6 @@ def test_stale_pid_file_is_ignored_and_cleaned(tmp_path: Path) -> None:
 async def test_a_token_server_refuses_clients_without_it_and_keeps_it_off_the_command_line(
     tmp_path: Path,
 ) -> None:
-    import stat
-
     token = "tw-nats-test-token-0123456789"
     server = NatsServer(tmp_path / "nats", auth_token=token).start()
     try:
@@ -109,11 +107,19 @@ async def test_a_token_server_refuses_clients_without_it_and_keeps_it_off_the_co
             await nats.connect(server.url, allow_reconnect=False, max_reconnect_attempts=0)
         nc = await nats.connect(server.url, token=token)
         await nc.close()
-        cmdline = Path(f"/proc/{server.pid}/cmdline").read_bytes().decode()
-        assert token not in cmdline
-        config = tmp_path / "nats" / "nats-auth.conf"
-        assert stat.S_IMODE(config.stat().st_mode) == 0o600
+        assert token not in _cmdline(server.pid)
+        assert _mode(tmp_path / "nats" / "nats-auth.conf") == 0o600
     finally:
         server.stop()
     with pytest.raises(ValueError):
         NatsServer(tmp_path / "other", auth_token='bad"token')
+
+
+def _cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode()
+
+
+def _mode(path: Path) -> int:
+    import stat
+
+    return stat.S_IMODE(path.stat().st_mode)
