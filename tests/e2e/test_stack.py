@@ -148,8 +148,21 @@ def test_default_up_refuses_unauthenticated_grpc_calls_and_nats_publishes(
 
     from tunewright.registry.v1 import registry_pb2, registry_pb2_grpc
 
+    added = stack_cli.run(
+        "identity",
+        "add",
+        "ci-bot",
+        "--role",
+        "submitter",
+        "--config",
+        "tunewright.yaml",
+        cwd=stack_dir,
+    )
+    submitter = added.stdout.strip()
     up = stack_cli.run("up", "--config", "tunewright.yaml", cwd=stack_dir)
     data = stack_dir / ".tunewright"
+    assert submitter not in (data / "identities.yaml").read_text()  # only its sha256
+    assert stat.S_IMODE((data / "identities.yaml").stat().st_mode) == 0o600
     tokens = {}
     for name in ("grpc.token", "nats.token"):
         assert stat.S_IMODE((data / name).stat().st_mode) == 0o600
@@ -168,6 +181,17 @@ def test_default_up_refuses_unauthenticated_grpc_calls_and_nats_publishes(
         assert wrong.value.code() == grpc.StatusCode.UNAUTHENTICATED
         token = (("authorization", f"Bearer {tokens['grpc.token']}"),)
         stub.ListAliases(request, timeout=10, metadata=token)  # the platform token works
+        as_bot = (("authorization", f"Bearer {submitter}"),)
+        stub.ListAliases(request, timeout=10, metadata=as_bot)  # an identity may read
+        with pytest.raises(grpc.RpcError) as forbidden:
+            stub.Promote(
+                registry_pb2.PromoteRequest(
+                    model_version_id="mv_x", alias="production", force=True, reason="x"
+                ),
+                timeout=10,
+                metadata=as_bot,
+            )
+        assert forbidden.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
     url = f"nats://127.0.0.1:{config['nats_port']}"
 

@@ -37,6 +37,7 @@ from tunewright.cli.stack import (
     Stack,
     StackError,
     StackSettings,
+    add_identity,
     as_json,
     mask_url,
     with_local_credentials,
@@ -565,6 +566,40 @@ def export_command(
             f"--lora-modules {m['model']}={result.out}",
             highlight=False,
         )
+
+
+@cli.group()
+def identity() -> None:
+    """Callers of the stack with their own tokens and roles (see tunewright.core.identities)."""
+
+
+@identity.command("add")
+@click.argument("name")
+@click.option(
+    "--role",
+    required=True,
+    type=click.Choice(["viewer", "submitter", "reviewer", "promoter", "admin"]),
+    help="What the identity may do: submitter submits work; reviewer also approves human "
+    "gates; promoter also promotes and rolls back; admin also forces promotions.",
+)
+@config_option
+@data_dir_option
+def identity_add(name: str, role: str, config: Path | None, data_dir: Path | None) -> None:
+    """Add an identity; prints its bearer token once (only its sha256 is kept).
+
+    The services read identities when they start: `tunewright down && tunewright up`.
+    """
+    settings = _settings(config, data_dir, None)
+    try:
+        token = add_identity(settings.data_dir, name, role)
+    except (StackError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(token)
+    click.echo(
+        f"identity {name} ({role}) added to {settings.data_dir.resolve() / 'identities.yaml'}; "
+        "the token above is shown once. Restart the stack for the services to accept it.",
+        err=True,
+    )
 
 
 @cli.group()

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from pydantic import BaseModel, Field, SecretStr, field_validator
@@ -135,6 +136,35 @@ class StackSettings(TunewrightSettings):
 
 GRPC_TOKEN_FILE = "grpc.token"
 NATS_TOKEN_FILE = "nats.token"
+IDENTITIES_FILE = "identities.yaml"
+
+
+def add_identity(data_dir: Path, name: str, role: str) -> str:
+    """A new caller of the stack: its token (returned, shown once) and an entry with the
+    token's sha256 in ``<data_dir>/identities.yaml`` (0600), which ``up`` hands to every
+    service. A name already there is refused."""
+    from tunewright.core.identities import ROLES, check_name, token_digest
+
+    check_name(name)
+    if role not in ROLES:
+        raise StackError(f"role {role!r} is not one of {', '.join(ROLES)}")
+    path = data_dir.resolve() / IDENTITIES_FILE
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raw = {}
+    entries = list(raw.get("identities") or [])
+    if any(e.get("name") == name for e in entries):
+        raise StackError(f"identity {name!r} exists already in {path}")
+    token = f"tw-id-{secrets.token_urlsafe(32)}"
+    entries.append({"name": name, "role": role, "token_sha256": token_digest(token)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        yaml.safe_dump({"identities": entries}, out, sort_keys=False)
+    tmp.replace(path)
+    return token
 
 
 def secret_file(path: Path, prefix: str, *, create: bool = True) -> str | None:
@@ -167,15 +197,21 @@ def with_local_credentials(settings: StackSettings) -> StackSettings:
     """Secure by default: the settings with the stack's generated credentials filled in where
     none is configured — the platform's gRPC bearer token (every service requires it, every
     client of the CLI sends it) and, for the embedded nats-server, a NATS token. Kept in
-    ``<data_dir>/grpc.token`` and ``<data_dir>/nats.token`` (0600), made on first use.
+    ``<data_dir>/grpc.token`` and ``<data_dir>/nats.token`` (0600), made on first use; the
+    identities added with ``tunewright identity add`` (``<data_dir>/identities.yaml``) too.
     ``stack.insecure_no_auth`` turns this off."""
     if settings.stack.insecure_no_auth:
         return settings
     data_dir = settings.data_dir.resolve()
     updates: dict[str, Any] = {}
+    grpc_updates: dict[str, Any] = {}
     if settings.grpc.auth_token is None:
         token = secret_file(data_dir / GRPC_TOKEN_FILE, "tw-grpc-")
-        updates["grpc"] = settings.grpc.model_copy(update={"auth_token": SecretStr(token or "")})
+        grpc_updates["auth_token"] = SecretStr(token or "")
+    if settings.grpc.identities_file is None and (data_dir / IDENTITIES_FILE).is_file():
+        grpc_updates["identities_file"] = data_dir / IDENTITIES_FILE
+    if grpc_updates:
+        updates["grpc"] = settings.grpc.model_copy(update=grpc_updates)
     nats = settings.nats
     if settings.stack.embedded_nats and not (nats.token or nats.user or nats.creds_file):
         token = secret_file(data_dir / NATS_TOKEN_FILE, "tw-nats-")

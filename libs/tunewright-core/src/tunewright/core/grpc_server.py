@@ -29,6 +29,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from tunewright.core.identities import load_identities
 from tunewright.core.interceptors import (
     BearerAuthInterceptor,
     CorrelationInterceptor,
@@ -146,7 +147,8 @@ def _build(
     address = addr or settings.address
     chain: list[Any] = [CorrelationInterceptor()]
     if settings.auth_token is not None:
-        chain.append(BearerAuthInterceptor(settings.auth_token.get_secret_value()))
+        identities = load_identities(settings.identities_file) if settings.identities_file else None
+        chain.append(BearerAuthInterceptor(settings.auth_token.get_secret_value(), identities))
     chain.append(ErrorInterceptor())
     chain.extend(interceptors)
     server = grpc.aio.server(interceptors=chain, options=[*_DEFAULT_OPTIONS, *options])

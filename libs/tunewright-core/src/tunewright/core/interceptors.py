@@ -17,7 +17,7 @@ import hmac
 import inspect
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Final
 
@@ -29,6 +29,7 @@ from grpc_reflection.v1alpha import reflection as grpc_reflection
 from grpc_status import rpc_status
 
 from tunewright.core.errors import FieldViolation, TunewrightError
+from tunewright.core.identities import PLATFORM, Identity, identity_scope, token_digest
 from tunewright.core.logs import correlation_scope, current_correlation_id, new_correlation_id
 
 __all__ = [
@@ -154,26 +155,43 @@ class CorrelationInterceptor(_GuardInterceptor):
 
 
 class BearerAuthInterceptor(_GuardInterceptor):
-    """Requires ``authorization: Bearer <token>`` on every call outside :data:`OPEN_SERVICES`."""
+    """Requires ``authorization: Bearer <token>`` on every call outside :data:`OPEN_SERVICES`:
+    the platform ``token`` (identity ``platform``, role admin) or one of ``identities``
+    (token sha256 -> identity, :mod:`tunewright.core.identities`). The handler runs with the
+    caller's identity in :func:`~tunewright.core.identities.current_identity`."""
 
-    def __init__(self, token: str) -> None:
-        if not token:
+    def __init__(self, token: str | None, identities: Mapping[str, Identity] | None = None) -> None:
+        if token is not None and not token:
             raise ValueError("auth token must not be empty")
-        self._expected = f"Bearer {token}".encode()
+        if token is None and not identities:
+            raise ValueError("bearer auth needs a platform token or identities")
+        self._expected = f"Bearer {token}".encode() if token is not None else None
+        self._identities = dict(identities or {})
+
+    def _identity(self, presented: str) -> Identity | None:
+        if self._expected is not None and hmac.compare_digest(presented.encode(), self._expected):
+            return PLATFORM
+        if presented.startswith("Bearer "):
+            return self._identities.get(token_digest(presented[len("Bearer ") :]))
+        return None
 
     def guard(self, details: Any) -> _Guard:
         presented = _metadata_value(details.invocation_metadata, "authorization") or ""
-        allowed = _method_service(details.method) in OPEN_SERVICES or hmac.compare_digest(
-            presented.encode(), self._expected
-        )
+        open_service = _method_service(details.method) in OPEN_SERVICES
+        identity = None if open_service else self._identity(presented)
 
         @asynccontextmanager
         async def check(context: Any) -> AsyncIterator[None]:
-            if not allowed:
+            if open_service:
+                yield
+                return
+            if identity is None:
                 await context.abort(
                     grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token"
                 )
-            yield
+            assert identity is not None
+            with identity_scope(identity):
+                yield
 
         return check
 

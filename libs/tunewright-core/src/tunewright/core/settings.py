@@ -139,6 +139,11 @@ class GrpcSettings(SettingsSection):
         description="If set, every call except health and reflection must send "
         "'authorization: Bearer <token>'.",
     )
+    identities_file: Path | None = Field(
+        default=None,
+        description="YAML of further callers: {identities: [{name, role, token_sha256}]}; "
+        "roles viewer, submitter, reviewer, promoter, admin (tunewright identity add).",
+    )
     grace_period_s: float = Field(
         default=5.0, ge=0, description="On shutdown, how long in-flight calls may still run."
     )
@@ -152,6 +157,8 @@ class GrpcSettings(SettingsSection):
             )
         if self.auth_token is not None and not self.auth_token.get_secret_value():
             raise ValueError("grpc.auth_token is empty; leave it unset to disable auth")
+        if self.identities_file is not None and self.auth_token is None:
+            raise ValueError("grpc.identities_file needs grpc.auth_token (the platform's own)")
         if self.auth_token is not None and not self.tls and not is_loopback(self.host):
             # anyone on that network could read the bearer token off the wire
             raise ValueError(

@@ -18,6 +18,7 @@ from tunewright.common.v1 import common_pb2
 from tunewright.core import subjects
 from tunewright.core.bus import event_meta
 from tunewright.core.errors import FieldViolation, InvalidArgument
+from tunewright.core.identities import actor_of, require_role
 from tunewright.core.ids import new_id, stable_id
 from tunewright.events.v1 import events_pb2
 from tunewright.registry import convert, lineage, models, pipelines, promotion, records
@@ -28,6 +29,10 @@ from tunewright.registry.v1 import registry_pb2, registry_pb2_grpc
 T = TypeVar("T")
 WORKSPACE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 STREAM_POLL_S = 0.3
+
+
+# roles that may submit and cancel work (viewers only read)
+_WORKERS = ("submitter", "reviewer", "promoter")
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
@@ -83,6 +88,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     # --- dataset versions ---
 
     async def RegisterDatasetVersion(self, request: Any, context: Any) -> Any:
+        require_role(action="register a dataset version")
+
         def work(session: Session) -> registry_pb2.RegisterDatasetVersionResponse:
             row, created = records.register_dataset_version(session, request.dataset_version)
             return registry_pb2.RegisterDatasetVersionResponse(
@@ -113,6 +120,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     # --- training runs ---
 
     async def RegisterTrainingRun(self, request: Any, context: Any) -> Any:
+        require_role(action="register a training run")
+
         def work(session: Session) -> registry_pb2.RegisterTrainingRunResponse:
             row = records.register_training_run(session, request.run)
             return registry_pb2.RegisterTrainingRunResponse(run=convert.training_run_pb(row))
@@ -143,6 +152,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         return convert.model_version_pb(row, records.aliases_of(session, row.id))
 
     async def RegisterModelVersion(self, request: Any, context: Any) -> Any:
+        require_role(action="register a model version")
+
         def work(session: Session) -> registry_pb2.RegisterModelVersionResponse:
             row, created = records.register_model_version(session, request.model_version)
             return registry_pb2.RegisterModelVersionResponse(
@@ -171,6 +182,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     # --- evaluations ---
 
     async def RegisterEvaluation(self, request: Any, context: Any) -> Any:
+        # a verdict decides promotions: only the platform (its evaluator) may record one
+        require_role(action="register an evaluation")
         evaluation = request.evaluation
         run = evaluation.run
         if evaluation.id and not run.id:
@@ -218,6 +231,12 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         return await self._tx(work)
 
     async def Promote(self, request: Any, context: Any) -> Any:
+        if request.force:
+            require_role(action="force a promotion")
+        else:
+            require_role("promoter", action="promote a model version")
+        actor = actor_of(request.actor)
+
         def work(session: Session) -> registry_pb2.PromoteResponse:
             result = promotion.promote(
                 session,
@@ -226,7 +245,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                 alias=request.alias,
                 force=request.force,
                 reason=request.reason,
-                actor=request.actor,
+                actor=actor,
             )
             return registry_pb2.PromoteResponse(
                 assignment=convert.alias_pb(result.alias),
@@ -237,6 +256,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         return await self._tx(work)
 
     async def Rollback(self, request: Any, context: Any) -> Any:
+        require_role("promoter", action="roll back an alias")
+        actor = actor_of(request.actor)
+
         def work(session: Session) -> registry_pb2.RollbackResponse:
             alias, rolled_back = promotion.rollback(
                 session,
@@ -244,7 +266,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                 model=request.model,
                 alias=request.alias,
                 reason=request.reason,
-                actor=request.actor,
+                actor=actor,
             )
             return registry_pb2.RollbackResponse(
                 assignment=convert.alias_pb(alias), rolled_back_model_version_id=rolled_back
@@ -277,6 +299,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     # --- pipelines ---
 
     async def SubmitPipelineRun(self, request: Any, context: Any) -> Any:
+        require_role(*_WORKERS, action="submit a pipeline run")
         run_id = stable_id("pipe", request.request_id) if request.request_id else new_id("pipe")
         parameters = dict(request.parameters)
 
@@ -339,6 +362,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         return await self._tx(work)
 
     async def CancelPipelineRun(self, request: Any, context: Any) -> Any:
+        require_role(*_WORKERS, action="cancel a pipeline run")
+
         def work(session: Session) -> registry_pb2.CancelPipelineRunResponse:
             run = pipelines.cancel_run(session, request.run_id, request.reason)
             return registry_pb2.CancelPipelineRunResponse(run=convert.pipeline_run_pb(run))
@@ -346,13 +371,16 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         return await self._tx(work)
 
     async def ApprovePipelineStage(self, request: Any, context: Any) -> Any:
+        require_role("reviewer", action="approve or reject a pipeline stage")
+        actor = actor_of(request.actor)
+
         def work(session: Session) -> registry_pb2.ApprovePipelineStageResponse:
             run = pipelines.approve_stage(
                 session,
                 run_id=request.run_id,
                 stage_name=request.stage,
                 approved=request.approved,
-                actor=request.actor,
+                actor=actor,
                 comment=request.comment,
             )
             return registry_pb2.ApprovePipelineStageResponse(run=convert.pipeline_run_pb(run))
