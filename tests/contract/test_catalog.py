@@ -92,3 +92,13 @@ def test_subject_strings_are_spelled_only_in_core() -> None:
             if re.search(r"""["']tw\.[a-z]+\.""", path.read_text()):
                 offenders.append(str(path.relative_to(ROOT)))
     assert not offenders, f"use tunewright.core.subjects constants instead: {offenders}"
+
+
+def test_every_fact_has_exactly_one_owning_service() -> None:
+    """The embedded NATS denies each service the facts other services own: every fact and
+    progress subject must have one owner, or some service could forge it (or none send it)."""
+    owned = [subject for subjects in catalog.FACT_OWNERS.values() for subject in subjects]
+    assert sorted(owned) == sorted({*catalog.FACT_SUBJECTS, *catalog.PROGRESS_SUBJECTS})
+    assert len(owned) == len(set(owned))
+    assert "tw.evaluator.run.completed" in catalog.facts_not_owned_by("trainer")
+    assert "tw.evaluator.run.completed" not in catalog.facts_not_owned_by("evaluator")

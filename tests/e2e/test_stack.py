@@ -163,11 +163,13 @@ def test_default_up_refuses_unauthenticated_grpc_calls_and_nats_publishes(
     data = stack_dir / ".tunewright"
     assert submitter not in (data / "identities.yaml").read_text()  # only its sha256
     assert stat.S_IMODE((data / "identities.yaml").stat().st_mode) == 0o600
-    tokens = {}
-    for name in ("grpc.token", "nats.token"):
+    token = (data / "grpc.token").read_text().strip()
+    nats_users = json.loads((data / "nats-users.json").read_text())
+    for name in ("grpc.token", "nats-users.json"):
         assert stat.S_IMODE((data / name).stat().st_mode) == 0o600
-        tokens[name] = (data / name).read_text().strip()
-        assert len(tokens[name]) >= 40 and tokens[name] not in up.stdout + up.stderr
+    assert set(nats_users) == {"cli", *stack_cli.services}
+    for secret in (token, *nats_users.values()):
+        assert len(secret) >= 32 and secret not in up.stdout + up.stderr
     config = yaml.safe_load((stack_dir / "tunewright.yaml").read_text())["stack"]
     registry = f"127.0.0.1:{config['ports']['registry']}"
     request = registry_pb2.ListAliasesRequest()
@@ -179,8 +181,8 @@ def test_default_up_refuses_unauthenticated_grpc_calls_and_nats_publishes(
         with pytest.raises(grpc.RpcError) as wrong:
             stub.ListAliases(request, timeout=10, metadata=(("authorization", "Bearer x"),))
         assert wrong.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        token = (("authorization", f"Bearer {tokens['grpc.token']}"),)
-        stub.ListAliases(request, timeout=10, metadata=token)  # the platform token works
+        platform = (("authorization", f"Bearer {token}"),)
+        stub.ListAliases(request, timeout=10, metadata=platform)  # the platform token works
         as_bot = (("authorization", f"Bearer {submitter}"),)
         stub.ListAliases(request, timeout=10, metadata=as_bot)  # an identity may read
         with pytest.raises(grpc.RpcError) as forbidden:
@@ -195,19 +197,40 @@ def test_default_up_refuses_unauthenticated_grpc_calls_and_nats_publishes(
 
     url = f"nats://127.0.0.1:{config['nats_port']}"
 
-    async def publish(**credentials: str) -> None:
+    async def publish(subject: str, **credentials: str) -> list[str]:
+        """Publish once; the errors the server reported back (permission violations)."""
+        errors: list[str] = []
+
+        async def on_error(exc: Exception) -> None:
+            errors.append(str(exc))
+
         nc = await nats.connect(
-            url, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=3, **credentials
+            url,
+            allow_reconnect=False,
+            max_reconnect_attempts=0,
+            connect_timeout=3,
+            error_cb=on_error,
+            **credentials,
         )
         try:
-            await nc.publish("tw.registry.model.promoted", b"forged")
+            await nc.publish(subject, b"forged")
             await nc.flush(timeout=3)
+            await asyncio.sleep(0.3)  # the server's -ERR arrives after the flush's PONG
         finally:
             await nc.close()
+        return errors
 
+    completed = "tw.evaluator.run.completed"
     with pytest.raises(nats.errors.Error, match="Authorization Violation"):
-        asyncio.run(publish())
-    asyncio.run(publish(token=tokens["nats.token"]))
+        asyncio.run(publish(completed))  # no credentials: no connection at all
+
+    def user(name: str) -> dict[str, str]:
+        return {"user": name, "password": nats_users[name]}
+
+    forged = asyncio.run(publish(completed, **user("trainer")))
+    assert any("permissions violation" in e.lower() for e in forged), forged
+    assert asyncio.run(publish(completed, **user("evaluator"))) == []  # its own fact
+    assert asyncio.run(publish("tw.trainer.job.requested", **user("registry"))) == []
 
     status = json.loads(
         stack_cli.run("status", "--json", "--config", "tunewright.yaml", cwd=stack_dir).stdout

@@ -35,7 +35,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
-from tunewright.core import nats_server
+from tunewright.core import catalog, nats_server
 from tunewright.core.settings import ENV_PREFIX, GrpcSettings, SettingsSection, TunewrightSettings
 
 SERVICES: tuple[str, ...] = (
@@ -135,7 +135,34 @@ class StackSettings(TunewrightSettings):
 
 
 GRPC_TOKEN_FILE = "grpc.token"
-NATS_TOKEN_FILE = "nats.token"
+NATS_USERS_FILE = "nats-users.json"
+#: the embedded nats-server's user for the CLI (and the operator's own tools)
+NATS_CLI_USER = "cli"
+
+
+def nats_passwords(data_dir: Path) -> dict[str, str]:
+    """The embedded nats-server's users (the CLI and one per service) and their generated
+    passwords, in ``<data_dir>/nats-users.json`` (0600), made on first use."""
+    path = data_dir / NATS_USERS_FILE
+    try:
+        users: dict[str, str] = json.loads(path.read_text())
+    except FileNotFoundError:
+        users = {}
+    wanted = (NATS_CLI_USER, *SERVICES)
+    if all(users.get(name) for name in wanted):
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+        return users
+    users = {name: users.get(name) or secrets.token_urlsafe(32) for name in wanted}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(users, out, indent=2)
+    tmp.replace(path)
+    return users
+
+
 IDENTITIES_FILE = "identities.yaml"
 
 
@@ -196,8 +223,9 @@ def secret_file(path: Path, prefix: str, *, create: bool = True) -> str | None:
 def with_local_credentials(settings: StackSettings) -> StackSettings:
     """Secure by default: the settings with the stack's generated credentials filled in where
     none is configured — the platform's gRPC bearer token (every service requires it, every
-    client of the CLI sends it) and, for the embedded nats-server, a NATS token. Kept in
-    ``<data_dir>/grpc.token`` and ``<data_dir>/nats.token`` (0600), made on first use; the
+    client of the CLI sends it) and, for the embedded nats-server, a NATS user per service and
+    one for the CLI (a service may not publish another service's facts). Kept in
+    ``<data_dir>/grpc.token`` and ``<data_dir>/nats-users.json`` (0600), made on first use; the
     identities added with ``tunewright identity add`` (``<data_dir>/identities.yaml``) too.
     ``stack.insecure_no_auth`` turns this off."""
     if settings.stack.insecure_no_auth:
@@ -214,8 +242,10 @@ def with_local_credentials(settings: StackSettings) -> StackSettings:
         updates["grpc"] = settings.grpc.model_copy(update=grpc_updates)
     nats = settings.nats
     if settings.stack.embedded_nats and not (nats.token or nats.user or nats.creds_file):
-        token = secret_file(data_dir / NATS_TOKEN_FILE, "tw-nats-")
-        updates["nats"] = nats.model_copy(update={"token": SecretStr(token or "")})
+        password = nats_passwords(data_dir)[NATS_CLI_USER]
+        updates["nats"] = nats.model_copy(
+            update={"user": NATS_CLI_USER, "password": SecretStr(password)}
+        )
     return settings.model_copy(update=updates) if updates else settings
 
 
@@ -500,14 +530,38 @@ class Stack:
             self.say(f"nats: already running (pid {running.pid}, {running.url})")
             return running.url
         token = self.settings.nats.token
+        users = self._nats_users()
         server = nats_server.start_detached(
             run_dir,
             port=self.settings.stack.nats_port,
-            auth_token=token.get_secret_value() if token is not None else None,
+            auth_token=token.get_secret_value() if token is not None and not users else None,
+            users=users,
         )
-        auth = "token auth" if token is not None else "NO AUTH (stack.insecure_no_auth)"
+        auth = (
+            "a user per service"
+            if users
+            else "token auth"
+            if token is not None
+            else "NO AUTH (stack.insecure_no_auth)"
+        )
         self.say(f"nats: started (pid {server.pid}, {server.url}, {auth}, JetStream in {run_dir})")
         return server.url
+
+    def _nats_users(self) -> dict[str, nats_server.NatsUser]:
+        """The embedded server's users when the stack made them (the CLI's settings carry the
+        generated ``cli`` user): the CLI, and each service denied the others' facts."""
+        nats = self.settings.nats
+        if nats.user != NATS_CLI_USER or nats.password is None:
+            return {}
+        passwords = nats_passwords(self.data_dir)
+        if nats.password.get_secret_value() != passwords[NATS_CLI_USER]:
+            return {}  # a `cli` user the operator configured for an external NATS
+        users = {NATS_CLI_USER: nats_server.NatsUser(passwords[NATS_CLI_USER])}
+        for service in SERVICES:
+            users[service] = nats_server.NatsUser(
+                passwords[service], catalog.facts_not_owned_by(service)
+            )
+        return users
 
     def _spawn(self, name: str, nats_url: str) -> ServiceProcess:
         port = self.settings.stack.ports[name]
@@ -527,6 +581,9 @@ class Stack:
             TW_MONITOR__REGISTRY_ADDRESS=f"127.0.0.1:{self.settings.stack.ports['registry']}",
             TW_SERVE__REGISTRY_ADDRESS=f"127.0.0.1:{self.settings.stack.ports['registry']}",
         )
+        own = self._nats_users().get(name)
+        if own is not None:  # the service's own NATS user, not the CLI's
+            env.update(TW_NATS__USER=name, TW_NATS__PASSWORD=own.password)
         if name == "synth":
             env.update(self._argilla_env())
         if name == "serve":

@@ -79,6 +79,50 @@ PROGRESS_SUBJECTS: tuple[str, ...] = (
     s.EVALUATOR_RUN_PROGRESSED,
 )
 
+# service -> the facts (and progress events) only it may publish; `tunewright up` gives every
+# service a NATS user that may not publish another service's facts (a forged
+# tw.evaluator.run.completed from anyone but the evaluator is refused by the server)
+FACT_OWNERS: dict[str, tuple[str, ...]] = {
+    "ingest": (s.INGEST_DATASET_CURATED, s.INGEST_DATASET_REJECTED, s.INGEST_JOB_PROGRESSED),
+    "synth": (
+        s.SYNTH_DATASET_GENERATED,
+        s.SYNTH_CANDIDATES_PUBLISHED,
+        s.SYNTH_JOB_FAILED,
+        s.SYNTH_JOB_PROGRESSED,
+        s.FEEDBACK_DATASET_COLLECTED,
+    ),
+    "trainer": (
+        s.TRAINER_JOB_STARTED,
+        s.TRAINER_JOB_PROGRESSED,
+        s.TRAINER_JOB_CHECKPOINTED,
+        s.TRAINER_JOB_PAUSED,
+        s.TRAINER_JOB_SUCCEEDED,
+        s.TRAINER_JOB_FAILED,
+        s.TRAINER_JOB_CANCELLED,
+    ),
+    "evaluator": (s.EVALUATOR_RUN_COMPLETED, s.EVALUATOR_RUN_FAILED, s.EVALUATOR_RUN_PROGRESSED),
+    "registry": (
+        s.REGISTRY_DATASET_REGISTERED,
+        s.REGISTRY_MODEL_REGISTERED,
+        s.REGISTRY_MODEL_PROMOTED,
+        s.PIPELINE_RUN_STARTED,
+        s.PIPELINE_STAGE_CHANGED,
+        s.PIPELINE_RUN_COMPLETED,
+    ),
+    "monitor": (s.MONITOR_DRIFT_DETECTED,),
+    "serve": (),
+}
+
+
+def facts_not_owned_by(service: str) -> tuple[str, ...]:
+    """Every fact subject another service owns (what ``service`` must not publish)."""
+    if service not in FACT_OWNERS:
+        raise KeyError(f"unknown service {service!r}; known: {', '.join(FACT_OWNERS)}")
+    return tuple(
+        subject for owner, owned in FACT_OWNERS.items() if owner != service for subject in owned
+    )
+
+
 DAY = 86400.0
 
 STREAMS: tuple[StreamSpec, ...] = (

@@ -22,12 +22,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -68,6 +70,8 @@ class NatsServer:
     :param detach: run in a new session so the server survives this process (``tunewright up``).
     :param auth_token: clients must present this token (written to a 0600 config file, never
         on the command line where ``ps`` shows it); ``None``: no authentication.
+    :param users: instead of a token, user name -> :class:`NatsUser` (password, subjects it may
+        not publish to), in the same 0600 config file.
     """
 
     def __init__(
@@ -80,10 +84,15 @@ class NatsServer:
         binary: Path | None = None,
         detach: bool = False,
         auth_token: str | None = None,
+        users: Mapping[str, NatsUser] | None = None,
     ) -> None:
-        if auth_token is not None and (not auth_token or '"' in auth_token or "\\" in auth_token):
-            raise ValueError("auth_token must be non-empty, without quotes or backslashes")
+        if auth_token is not None and users:
+            raise ValueError("a nats-server takes a token or users, not both")
+        for secret in [auth_token, *(u.password for u in (users or {}).values()), *(users or {})]:
+            if secret is not None and not _CONFIG_SAFE.fullmatch(secret):
+                raise ValueError("tokens, user names and passwords must match [A-Za-z0-9_.-]+")
         self.auth_token = auth_token
+        self.users = dict(users or {})
         self.store_dir = Path(store_dir)
         self.port = port
         self.host = host
@@ -127,7 +136,7 @@ class NatsServer:
             "--ports_file_dir",
             str(ports_dir),
         ]
-        if self.auth_token is not None:
+        if self.auth_token is not None or self.users:
             args += ["-c", str(self._write_auth_config())]
         with self.log_file.open("ab") as log:
             self._proc = subprocess.Popen(
@@ -161,7 +170,7 @@ class NatsServer:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
-            out.write(f'authorization {{\n  token: "{self.auth_token}"\n}}\n')
+            out.write(_auth_config(self.auth_token, self.users))
         tmp.replace(path)
         return path
 
@@ -215,6 +224,28 @@ class DetachedServer:
         return self.run_dir / LOG_FILE
 
 
+@dataclass(frozen=True)
+class NatsUser:
+    password: str
+    #: subjects this user may not publish to (everything else is allowed)
+    deny_publish: tuple[str, ...] = ()
+
+
+_CONFIG_SAFE = re.compile(r"[A-Za-z0-9_.>*-]+")
+
+
+def _auth_config(token: str | None, users: Mapping[str, NatsUser]) -> str:
+    if token is not None:
+        return f'authorization {{\n  token: "{token}"\n}}\n'
+    lines = ["authorization {", "  users = ["]
+    for name, user in users.items():
+        deny = ", ".join(f'"{subject}"' for subject in user.deny_publish)
+        permissions = f", permissions: {{publish: {{deny: [{deny}]}}}}" if deny else ""
+        lines.append(f'    {{user: "{name}", password: "{user.password}"{permissions}}}')
+    lines += ["  ]", "}", ""]
+    return "\n".join(lines)
+
+
 def start_detached(
     run_dir: Path,
     *,
@@ -222,6 +253,7 @@ def start_detached(
     host: str = "127.0.0.1",
     timeout_s: float = 10.0,
     auth_token: str | None = None,
+    users: Mapping[str, NatsUser] | None = None,
 ) -> DetachedServer:
     """Start a server that outlives this process, or return the one already running there.
 
@@ -239,6 +271,7 @@ def start_detached(
         log_file=run_dir / LOG_FILE,
         detach=True,
         auth_token=auth_token,
+        users=users,
     ).start(timeout_s=timeout_s)
     url = server.url
     pid = server.release()
