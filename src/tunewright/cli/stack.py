@@ -154,13 +154,21 @@ def nats_passwords(data_dir: Path) -> dict[str, str]:
             path.chmod(0o600)
         return users
     users = {name: users.get(name) or secrets.token_urlsafe(32) for name in wanted}
+    write_private(path, json.dumps(users, indent=2))
+    return users
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``, readable by this user only (0600) from its first byte."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump(users, out, indent=2)
-    tmp.replace(path)
-    return users
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 IDENTITIES_FILE = "identities.yaml"
@@ -185,12 +193,7 @@ def add_identity(data_dir: Path, name: str, role: str) -> str:
         raise StackError(f"identity {name!r} exists already in {path}")
     token = f"tw-id-{secrets.token_urlsafe(32)}"
     entries.append({"name": name, "role": role, "token_sha256": token_digest(token)})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        yaml.safe_dump({"identities": entries}, out, sort_keys=False)
-    tmp.replace(path)
+    write_private(path, yaml.safe_dump({"identities": entries}, sort_keys=False))
     return token
 
 
@@ -208,15 +211,7 @@ def secret_file(path: Path, prefix: str, *, create: bool = True) -> str | None:
     if not create:
         return None
     value = f"{prefix}{secrets.token_urlsafe(32)}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(value + "\n")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_private(path, value + "\n")
     return value
 
 

@@ -28,7 +28,6 @@ import logging
 import queue
 import re
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -93,7 +92,6 @@ class _Job:
     loop: asyncio.AbstractEventLoop
     out: asyncio.Queue[Delta | BaseException]
     cancelled: threading.Event = field(default_factory=threading.Event)
-    enqueued_at: float = field(default_factory=time.monotonic)
 
     @property
     def sampling_key(self) -> tuple[Any, ...]:
@@ -165,9 +163,8 @@ class TransformersBackend:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._closed = False
-        #: counters for benchmarks and /metrics: batches run, rows generated
+        #: batches run (bench/serve reports it)
         self.batches = 0
-        self.rows = 0
 
     # --- asyncio side -----------------------------------------------------------------------
 
@@ -470,7 +467,7 @@ class TransformersBackend:
             "eos_token_id": sorted(version.eos_ids),
             "pad_token_id": tok.pad_token_id,
             "streamer": streamer,
-            "stopping_criteria": _stopping([streamer]),
+            "stopping_criteria": _stopping(streamer),
         }
         if not options.greedy:
             kwargs.update(temperature=options.temperature, top_p=options.top_p)
@@ -490,7 +487,6 @@ class TransformersBackend:
                     model.generate(**batch, **kwargs)
         streamer.end()
         self.batches += 1
-        self.rows += len(rows)
 
     def _activate(self, base: _Base, version: _Version) -> None:
         if version.adapters:
@@ -543,11 +539,9 @@ def _prompt_text(tok: Any, request: GenerationRequest) -> str:
     )
 
 
-def _stopping(streamers: Sequence[_RowStreamer]) -> Any:
+def _stopping(streamer: _RowStreamer) -> Any:
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList
-
-    streamer = streamers[0]
 
     class RowsDone(StoppingCriteria):  # type: ignore[misc]
         """Per-row: a row is done once the streamer finished it (EOS, stop, budget, gone)."""

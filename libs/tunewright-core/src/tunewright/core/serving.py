@@ -12,7 +12,7 @@ caching and devices; it yields :class:`Delta` objects as text is produced, the l
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from tunewright.core.errors import InvalidArgument
@@ -64,8 +64,6 @@ class GenerationRequest:
     options: SamplingOptions
     messages: Messages | None = None
     prompt: str | None = None
-    #: the requests of one batch with equal keys share a forward pass
-    tags: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):

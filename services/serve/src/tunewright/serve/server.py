@@ -113,9 +113,7 @@ class ServeApp:
         )
 
     async def traffic_loop(self) -> None:
-        if self.interactions is None:
-            await asyncio.Event().wait()
-            return
+        assert self.interactions is not None  # started only when traffic is logged
         try:
             await self.interactions.run()
         finally:
@@ -230,7 +228,7 @@ class ServeApp:
             ssl_keyfile=self.settings.http.tls_key_file,
             timeout_graceful_shutdown=int(self.context.settings.grpc.grace_period_s) or 1,
         )
-        server = _Uvicorn(config)
+        server = _quiet_server(config)
         assert self._socket is not None
         task = asyncio.create_task(server.serve(sockets=[self._socket]))
         log.info("serve HTTP API listening port=%s", self.http_port)
@@ -249,18 +247,16 @@ class ServeApp:
         await self.registry.close()
 
 
-class _Uvicorn:
+def _quiet_server(config: Any) -> Any:
     """uvicorn's Server without its signal handlers: the service kit owns SIGTERM/SIGINT."""
+    import uvicorn
 
-    def __new__(cls, config: Any) -> Any:
-        import uvicorn
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
 
-        class Server(uvicorn.Server):
-            @contextlib.contextmanager
-            def capture_signals(self) -> Iterator[None]:
-                yield
-
-        return Server(config)
+    return Server(config)
 
 
 # --- gRPC -----------------------------------------------------------------------------------
@@ -371,7 +367,10 @@ def grpc_bindings(context: ServiceContext[ServeSettings]) -> list[GrpcBinding]:
 
 def background(context: ServiceContext[ServeSettings]) -> list[Callable[[], Awaitable[None]]]:
     app = _app(context)
-    return [app.http_loop, app.traffic_loop, app.follow_registry]
+    loops = [app.http_loop, app.follow_registry]
+    if app.interactions is not None:
+        loops.append(app.traffic_loop)
+    return loops
 
 
 DEFINITION = ServiceDefinition(
