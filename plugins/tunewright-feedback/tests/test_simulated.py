@@ -7,10 +7,16 @@ from pathlib import Path
 import pytest
 
 from tunewright.core.plugins import PluginManager
+from tunewright_feedback import rubric_score
 
 
-def test_ranks_by_token_f1_then_length_and_marks_itself(tmp_path: Path) -> None:
-    backend = PluginManager().load().feedback_backends.get("simulated").factory(directory=tmp_path)
+def test_token_f1_rule_ranks_by_f1_then_length_and_marks_itself(tmp_path: Path) -> None:
+    backend = (
+        PluginManager()
+        .load()
+        .feedback_backends.get("simulated")
+        .factory(directory=tmp_path, rule="token-f1")
+    )
     assert backend.simulated is True
     where = backend.publish(
         "prefs-1",
@@ -34,6 +40,48 @@ def test_ranks_by_token_f1_then_length_and_marks_itself(tmp_path: Path) -> None:
     assert backend.collect("nothing-yet") == []
     with pytest.raises(ValueError, match="must be"):
         backend.publish("../escape", [])
+
+
+TICKET = [{"role": "user", "content": "Hi, the AcmeCRM export drops the last page. Help!"}]
+GOOD = (
+    "Hi Ana, thanks for reaching out about AcmeCRM.\n"
+    "1. Run the export again and download it from the Exports history page.\n"
+    "2. Set the page size to A4 or Letter under Export settings to keep the last page.\n"
+    "3. Contact us again if the page is still missing.\n"
+    "Best regards, Acme Support"
+)
+
+
+def test_rubric_never_reads_the_reference_and_checks_each_point(tmp_path: Path) -> None:
+    backend = (
+        PluginManager()
+        .load()
+        .feedback_backends.get("simulated")
+        .factory(directory=tmp_path, key_terms=["AcmeCRM", "AcmeDesk"])
+    )
+    assert backend.rule == "rubric"
+    responses = [
+        GOOD.replace("AcmeCRM", "AcmeDesk"),  # the wrong product
+        GOOD + " Refunds of $20 are issued within 5 days at https://acme.example/refund.",
+        GOOD.rsplit("\n", 2)[0] + "\n3. Contact us again if the",  # cut off mid-sentence
+        GOOD,
+        "Please contact support.",  # no steps, too short
+    ]
+    record = {"record_id": "r1", "prompt": TICKET, "responses": responses}
+    backend.publish("prefs-r", [{**record, "reference": GOOD}])
+    backend.publish("prefs-r2", [{**record, "record_id": "r2", "reference": "unrelated words"}])
+    first, second = backend.collect("prefs-r"), backend.collect("prefs-r2")
+    assert first[0]["ranking"] == second[0]["ranking"]  # the reference plays no part
+    assert first[0]["ranking"][0] == 3 and first[0]["annotator"] == "simulated:rubric"
+    assert first[0]["ranking"][-1] == 4
+    ticket = TICKET[0]["content"]
+    scores = [rubric_score(r, ticket, ["AcmeCRM", "AcmeDesk"]) for r in responses]
+    assert scores[3] == 4.0  # product, steps, clean end, length
+    assert scores[0] == 2.0  # misses the ticket's product and names another
+    assert scores[1] == 2.5  # a price, a promise and a URL the ticket never gave
+    assert scores[2] == 3.0  # cut off
+    with pytest.raises(ValueError, match="unknown simulated rule"):
+        backend.__class__(directory=tmp_path, rule="vibes")
 
 
 def test_reviews_accept_every_published_row_once_and_say_they_were_simulated(

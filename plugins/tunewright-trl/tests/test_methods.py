@@ -6,6 +6,7 @@ rows, folders and callbacks), in this process, so torch and TRL are imported onc
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from dataclasses import dataclass, field
@@ -357,3 +358,152 @@ def test_same_seed_same_spec_same_loss(registries: Any, tmp_path: Path) -> None:
         )
         losses.append(impl.train(run)["train_loss"])
     assert losses[0] == losses[1]  # bit-identical on CPU (same seed, same threads)
+
+
+QLORA = {"bits": 4, "quant_type": "nf4", "double_quant": True, "compute_dtype": "float32"}
+
+
+def test_qlora_sft_then_dpo_on_the_same_4bit_base(registries: Any, tmp_path: Path) -> None:
+    """DPO after QLoRA SFT trains the SFT adapter on (the 4-bit base cannot take a merge) with
+    the SFT model as the reference, and saves its difference from the SFT adapter, so the
+    chain base + SFT + DPO rebuilds the trained policy."""
+    from tunewright_trl.scoring import PreferenceAccuracy
+
+    impl, sft = make_run(
+        registries, tmp_path / "sft", "sft", sft_rows(32, 0), None, steps=10,
+        hp={"learning_rate": 5e-3, "max_length": 64}, quantization=QLORA,
+    )  # fmt: skip
+    impl.train(sft)
+    pairs, held_out = preference_rows(32, 0), preference_rows(8, 1)
+    impl, dpo = make_run(
+        registries, tmp_path / "dpo", "dpo", pairs, held_out, steps=15,
+        hp={"learning_rate": 3e-3, "max_length": 64}, quantization=QLORA,
+        parent_model=sft.output_dir,
+    )  # fmt: skip
+    m = impl.train(dpo)
+    # the reference is the SFT model (TRL's frozen copy of the adapter), not the bare base
+    # (against which these rewards are ~0.1): before any step the policy is the reference, so
+    # every implicit reward is ~0
+    assert abs(m["initial_eval_rewards/chosen"]) < 1e-3
+    assert abs(m["initial_eval_rewards/margins"]) < 1e-3
+    assert m["eval_rewards/margins"] > 0.1
+    assert m["eval_rewards/accuracies"] >= 0.75
+    out = dpo.output_dir / "model"
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["r"] == 2 * LORA["r"]  # continued adapter and negated parent, stacked
+    assert not (out / "ref").exists()
+    # the evaluator's view (full-precision base, chain root first) prefers the chosen answers
+    margins = PreferenceAccuracy().margins(
+        base=dpo.base,
+        weights=[sft.output_dir, dpo.output_dir],
+        tokenizer=dpo.output_dir,
+        method="dpo",
+        prompts=[[{"role": "user", "content": r["prompt"]}] for r in held_out],
+        chosen=[r["chosen"] for r in held_out],
+        rejected=[r["rejected"] for r in held_out],
+        batch_size=8,
+    )
+    assert sum(v > 0 for v in margins) >= 6
+
+
+def test_qlora_dpo_on_a_fully_fine_tuned_parent(registries: Any, tmp_path: Path) -> None:
+    impl, sft = make_run(
+        registries, tmp_path / "sft", "sft", sft_rows(32, 0), None, steps=4,
+        hp={"learning_rate": 2e-3, "max_length": 64}, peft={"type": "none"},
+    )  # fmt: skip
+    impl.train(sft)
+    impl, dpo = make_run(
+        registries, tmp_path / "dpo", "dpo", preference_rows(16, 0), None, steps=4,
+        hp={"learning_rate": 3e-3, "max_length": 64}, quantization=QLORA,
+        parent_model=sft.output_dir,
+    )  # fmt: skip
+    impl.train(dpo)
+    config = json.loads((dpo.output_dir / "model" / "adapter_config.json").read_text())
+    assert config["r"] == LORA["r"]  # a new adapter on the parent's (4-bit) weights
+
+
+def test_delta_adapter_after_the_parent_equals_the_continued_adapter(tmp_path: Path) -> None:
+    import shutil
+
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from tunewright_trl.generation import load_causal_lm
+    from tunewright_trl.methods import _save_as_delta
+    from tunewright_trl.models import TinyBaseModel
+
+    base = TinyBaseModel("llama-xxs", seed=0)
+    config = LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules="all-linear")
+    folders = {}
+    for seed, name in ((1, "parent"), (2, "continued")):
+        torch.manual_seed(seed)
+        peft = get_peft_model(base.causal_lm(), config)
+        for n, p in peft.named_parameters():
+            if "lora_B" in n:  # B starts at 0: give it values so the delta is not trivial
+                torch.nn.init.normal_(p, std=0.05)
+        folders[name] = tmp_path / name
+        peft.save_pretrained(str(folders[name] / "model"))
+    trained = tmp_path / "trained"
+    shutil.copytree(folders["continued"], trained)
+    (trained / "model" / "ref").mkdir()  # what TRL's reference copy leaves beside it
+    (trained / "model" / "ref" / "adapter_config.json").write_text("{}")
+    _save_as_delta(trained / "model", folders["parent"] / "model")
+    assert not (trained / "model" / "ref").exists()
+    chain = load_causal_lm(base, [folders["parent"], trained])
+    direct = PeftModel.from_pretrained(base.causal_lm(), str(folders["continued"] / "model"))
+    direct = direct.merge_and_unload()
+    ids = torch.tensor([[1, 5, 9, 17, 33, 65, 129]])
+    with torch.no_grad():
+        torch.testing.assert_close(chain(ids).logits, direct(ids).logits, rtol=1e-4, atol=1e-5)
+
+
+def test_device_hyperparameters_resolve_and_are_checked() -> None:
+    from tunewright_trl.methods import Sft, device_settings
+
+    sft = Sft()
+    hp = sft.default_hyperparameters()
+    assert (hp["precision"], hp["gradient_checkpointing"], hp["attn_implementation"]) == (
+        "auto", None, "auto",
+    )  # fmt: skip
+
+    @dataclass
+    class R:
+        hyperparameters: dict[str, Any]
+        quantization: dict[str, Any]
+        device: str = "cpu"
+
+    cpu = device_settings(R(hp, {}))
+    assert (cpu.cpu, cpu.precision, cpu.gradient_checkpointing, cpu.attention) == (
+        True, "fp32", False, "sdpa",
+    )  # fmt: skip
+    assert device_settings(R(hp, QLORA)).gradient_checkpointing  # QLoRA: on by default
+    assert not device_settings(
+        R({**hp, "gradient_checkpointing": False}, QLORA)
+    ).gradient_checkpointing
+    assert device_settings(R({**hp, "precision": "bf16"}, {})).precision == "bf16"
+    with pytest.raises(ValueError, match="fp16 needs a GPU"):
+        device_settings(R({**hp, "precision": "fp16"}, {}))
+    with pytest.raises(ValueError, match="flash_attention_2 needs a GPU"):
+        device_settings(R({**hp, "attn_implementation": "flash_attention_2"}, {}))
+
+    from tunewright_trl.methods import _set_attention
+    from tunewright_trl.models import TinyBaseModel
+
+    model = TinyBaseModel("llama-xxs").causal_lm()
+    assert model.config._attn_implementation == "sdpa"  # what auto keeps on CPU
+    _set_attention(model, "eager")
+    assert model.config._attn_implementation == "eager"
+
+    def problems(**changed: Any) -> list[tuple[str, str]]:
+        return sft.preflight(config=None, peft=LORA, quantization=None,
+                             hyperparameters={**hp, **changed})  # fmt: skip
+
+    assert problems() == []
+    assert problems(precision="fp64") == [
+        ("hyperparameters.precision", "must be one of auto, fp32, bf16, fp16; got 'fp64'")
+    ]
+    assert problems(attn_implementation="flash")[0][0] == "hyperparameters.attn_implementation"
+    assert "true, false or unset" in problems(gradient_checkpointing="yes")[0][1]
+    assert any(
+        "16 bits only" in reason
+        for _, reason in problems(attn_implementation="flash_attention_2", precision="fp32")
+    )

@@ -204,3 +204,64 @@ def test_generation_smoke_on_a_real_model(tmp_path: Path) -> None:
     assert len(rows) == len(PROMPTS)
     assert all(r[0] == float(r[1] and r[2]) for r in rows)
     assert metric.aggregate(rows) == sum(r[0] for r in rows) / len(rows)
+
+
+class _Recorder:
+    """A stand-in model that records where it was asked to go (no GPU needed)."""
+
+    def __init__(self, **attrs: Any) -> None:
+        self.calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+        self.__dict__.update(attrs)
+
+    def to(self, *args: Any, **kwargs: Any) -> _Recorder:
+        self.calls.append((args, kwargs))
+        return self
+
+
+def test_placement_moves_unquantized_models_and_changes_dtype_on_cuda_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+    from tunewright_trl.generation import check_placement, place, resolve_device
+
+    cpu = place(_Recorder(), device="cpu", dtype="bfloat16", half=True)
+    assert cpu.calls == [(("cpu",), {})]  # CPU weights keep their dtype
+    assert place(_Recorder(), device="cuda").calls == [(("cuda",), {})]  # metrics: as loaded
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert place(_Recorder(), device="cuda:1", half=True).calls == [
+        ((), {"device": "cuda:1", "dtype": torch.bfloat16})
+    ]
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert place(_Recorder(), device="cuda", half=True).calls == [
+        ((), {"device": "cuda", "dtype": torch.float16})
+    ]
+    assert place(_Recorder(), device="cuda", dtype="float32", half=True).calls == [
+        ((), {"device": "cuda", "dtype": torch.float32})
+    ]
+    # bitsandbytes / device_map models stay where their loader put them
+    for attrs in ({"is_loaded_in_4bit": True}, {"hf_device_map": {"": 0}}):
+        assert place(_Recorder(**attrs), device="cuda", half=True).calls == []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu" and resolve_device("cuda:0") == "cuda:0"
+    with pytest.raises(ValueError, match="`device` must be auto, cpu, cuda or cuda:N"):
+        check_placement("gpu", "auto")
+    with pytest.raises(ValueError, match="`dtype` must be one of"):
+        check_placement("auto", "fp8")
+
+
+def test_model_metrics_and_generator_take_device_and_dtype(tmp_path: Path) -> None:
+    from tunewright_trl.generation import LocalGenerator
+
+    for factory in (Perplexity, PreferenceAccuracy, GenerationSmoke, LocalGenerator):
+        made = factory(device="cpu", dtype="float32")
+        assert (made.device, made.dtype) == ("cpu", "float32")
+        with pytest.raises(ValueError, match="device"):
+            factory(device="tpu")
+    with pytest.raises(ValueError, match="takes only device and dtype"):
+        Perplexity(beta=1.0)
+    # explicitly on the CPU, the numbers are the default run's
+    base = TinyBaseModel("llama-xxs", seed=3)
+    tok_dir = _tokenizer_folder(base, tmp_path)
+    assert Perplexity(device="cpu").score_model(**_kwargs(base, [], tok_dir)) == (
+        Perplexity().score_model(**_kwargs(base, [], tok_dir))
+    )

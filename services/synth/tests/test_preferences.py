@@ -81,13 +81,16 @@ async def test_simulated_rankings_become_pairs_at_once_even_when_asked_to_wait(
         "feedback_backend": "simulated",
         "simulated": "true",
         "agreement_records": "0",  # one annotator per record: no agreement to measure
+        "annotator": "simulated:rubric",
     }
     assert collected.agreement == 0.0 and collected.agreement_records == 0
     assert list(version.parent_version_ids) == ["dsv-prompts"]
     body = await store.get_bytes(ArtifactRef.from_uri(version.splits["train"].uri))
     (row,) = [json.loads(line) for line in body.decode().splitlines()]
-    assert row["chosen"] == "your order ships today, sorry!" and row["rejected"] == "no idea"
-    assert row["annotators"] == ["simulated:token-f1"]
+    # the default rubric: only the answer that ends a sentence scores; the rest tie and the
+    # longer one ranks last
+    assert row["chosen"] == "your order ships today, sorry!" and row["rejected"] == "sorry ok"
+    assert row["annotators"] == ["simulated:rubric"]
 
     # not enough rankings: a simulated backend fails at once rather than waiting 600 s
     started = time.monotonic()

@@ -20,6 +20,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tunewright.cli.export import ExportError
@@ -290,9 +291,12 @@ def _print_report(
         if kind == "feedback" and "dataset_version_id" in out:
             dv = client.dataset_version(out["dataset_version_id"])
             if dv.labels.get("simulated") == "true":
+                annotator = dv.labels.get("annotator", "")
+                rule = _SIMULATED_RULES.get(annotator, f"the rule of {annotator or 'its backend'}")
                 console.print(
-                    f"[yellow]preferences ({name}) were SIMULATED[/yellow]: the simulated "
-                    "annotator ranked the candidates by token F1 against the tickets' own answers"
+                    f"[yellow]preferences ({name}) were SIMULATED[/yellow] "
+                    f"({dv.counts.accepted} pairs): {rule}",
+                    highlight=False,
                 )
         if kind == "evaluate" and "evaluation_id" in out:
             evaluation = client.evaluation(out["evaluation_id"]).run
@@ -317,6 +321,7 @@ def _print_report(
             console.print(f"gate: {verdict}")
             for reason in evaluation.verdict.reasons:
                 console.print(f"  {reason}", highlight=False)
+            _print_samples(_artifact(settings, evaluation.report_json.uri))
             html = _artifact(settings, evaluation.report_html.uri)
             if report_dir is not None and html:
                 report_dir.mkdir(parents=True, exist_ok=True)
@@ -330,6 +335,42 @@ def _print_report(
                 console.print(f"report: {report_dir / 'report.html'} (+ PNG plots beside it)")
             elif evaluation.report_html.uri:
                 console.print(f"report: artifact {evaluation.report_html.uri}")
+
+
+#: what each simulated annotator ranks by (tunewright-feedback's documented rules)
+_SIMULATED_RULES = {
+    "simulated:rubric": "ranked by a checklist that never reads the tickets' own answers "
+    "(names the ticket's product and no other, 2-6 numbered steps, ends cleanly, 25-150 "
+    "words, no invented prices/URLs/contacts/promises, no repeated lines)",
+    "simulated:token-f1": "ranked by token F1 against the tickets' own answers (the same "
+    "references the evaluation scores: circular)",
+}
+
+
+def _print_samples(report_json: bytes | None, limit: int = 2) -> None:
+    """The first held-out tickets with every model's answer side by side."""
+    if not report_json:
+        return
+    samples = json.loads(report_json).get("samples", [])[:limit]
+    if not samples:
+        return
+    roles = sorted({r for s in samples for r in s["outputs"]}, key=lambda r: r != "base")
+    for i, sample in enumerate(samples, 1):
+        table = Table(title=f"held-out ticket {i}", show_lines=True)
+        prompt = sample["prompt"]
+        if prompt.startswith("["):  # chat messages as JSON: show the user's words
+            try:
+                prompt = "\n".join(m.get("content", "") for m in json.loads(prompt))
+            except (ValueError, AttributeError):
+                pass
+        table.add_column("ticket / reference")
+        for role in roles:
+            table.add_column(role)
+        table.add_row(
+            f"{escape(prompt[:400])}\n\n[dim]reference:[/dim] {escape(sample['reference'][:400])}",
+            *(escape(sample["outputs"].get(role, "")[:500]) for role in roles),
+        )
+        console.print(table)
 
 
 def _print_summary(client: RegistryClient, summary: RunSummary) -> None:
@@ -483,6 +524,78 @@ def cancel(
     finally:
         client.close()
     console.print(f"run {run_id}: {summary.status}")
+
+
+@cli.command("rerun")
+@click.argument("model_version")
+@click.option(
+    "--tolerance",
+    default=1e-4,
+    show_default=True,
+    help="Largest final-loss difference that counts as reproduced.",
+)
+@click.option("--check", is_flag=True, help="Exit 1 when the final loss is not reproduced.")
+@config_option
+@data_dir_option
+@registry_option
+@click.option("--nats-url", help="NATS for live progress (default: the local stack's).")
+def rerun_command(
+    model_version: str,
+    tolerance: float,
+    check: bool,
+    config: Path | None,
+    data_dir: Path | None,
+    registry: str | None,
+    nats_url: str | None,
+) -> None:
+    """Train MODEL_VERSION (an id or model:alias) again from its recorded spec and lineage,
+    and compare the two runs: final metrics and what differs in the run environment."""
+    from tunewright.cli.export import parse_model_ref
+    from tunewright.cli.rerun import RerunError, compare, rerun_pipeline
+
+    client = _client(config, data_dir, registry)
+    try:
+        ref = parse_model_ref(model_version)
+        version = client.model_version(ref)
+        if not version.training_run_id:
+            raise RerunError(f"{version.id} was registered without a training run")
+        original = client.training_run(version.training_run_id)
+        run_id = client.submit_yaml(rerun_pipeline(version, original), requested_by="cli rerun")
+        console.print(f"rerunning {version.id} as pipeline run [bold]{run_id}[/bold]")
+        summary = _follow_with_progress(client, run_id, _settings(config, data_dir, nats_url))
+        _print_summary(client, summary)
+        if summary.status != "succeeded":
+            raise click.ClickException(f"rerun {summary.status}: {summary.error}")
+        again = client.training_run(client.model_version(summary.model_version_id).training_run_id)
+    except (PipelineError, RerunError, ExportError) as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        client.close()
+    result = compare(original, again)
+    table = Table(title=f"{version.id} vs its rerun {summary.model_version_id}")
+    for col in ("metric", "original", "rerun", "difference"):
+        table.add_column(col)
+    for name, a, b in result.metrics:
+        table.add_row(name, f"{a:.6f}", f"{b:.6f}", f"{b - a:+.2e}")
+    console.print(table)
+    for name, a, b in result.environment:
+        console.print(f"environment differs: {name}: {a or '-'} -> {b or '-'}", highlight=False)
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False)
+    if result.final_loss_delta is None:
+        console.print("final loss: not recorded by one of the runs")
+    elif result.reproduced(tolerance):
+        console.print(
+            f"[green]reproduced[/green]: final loss within {tolerance:g} "
+            f"({result.final_loss_delta:+.2e})"
+        )
+    else:
+        console.print(
+            f"[red]not reproduced[/red]: final loss differs by {result.final_loss_delta:+.2e} "
+            f"(tolerance {tolerance:g})"
+        )
+        if check:
+            sys.exit(1)
 
 
 @cli.command("export")

@@ -59,14 +59,23 @@ class RegistryClient:
             spec_yaml = spec_file.read_text()
         except OSError as exc:
             raise PipelineError(f"{spec_file}: {exc.strerror}") from None
+        return self.submit_yaml(spec_yaml, parameters, request_id)
+
+    def submit_yaml(
+        self,
+        spec_yaml: str,
+        parameters: Mapping[str, str] | None = None,
+        request_id: str = "",
+        requested_by: str = "cli",
+    ) -> str:
         reply = self._call(
             self._stub.SubmitPipelineRun,
             registry_pb2.SubmitPipelineRunRequest(
                 workspace=self.workspace,
                 spec_yaml=spec_yaml,
-                parameters=dict(parameters),
+                parameters=dict(parameters or {}),
                 request_id=request_id,
-                requested_by="cli",
+                requested_by=requested_by,
             ),
         )
         assert isinstance(reply, registry_pb2.SubmitPipelineRunResponse)
@@ -138,6 +147,24 @@ class RegistryClient:
         )
         assert isinstance(reply, registry_pb2.GetEvaluationResponse)
         return reply.evaluation
+
+    def model_version(self, ref: str | common_pb2.ModelVersionRef) -> registry_pb2.ModelVersion:
+        """By id, or by a ref (``model`` + ``alias``)."""
+        if isinstance(ref, str):
+            ref = common_pb2.ModelVersionRef(id=ref)
+        reply = self._call(
+            self._stub.GetModelVersion,
+            registry_pb2.GetModelVersionRequest(ref=ref, workspace=self.workspace),
+        )
+        assert isinstance(reply, registry_pb2.GetModelVersionResponse)
+        return reply.model_version
+
+    def training_run(self, run_id: str) -> registry_pb2.TrainingRun:
+        reply = self._call(
+            self._stub.GetTrainingRun, registry_pb2.GetTrainingRunRequest(run_id=run_id)
+        )
+        assert isinstance(reply, registry_pb2.GetTrainingRunResponse)
+        return reply.run
 
     def lineage(self, model_version_id: str) -> registry_pb2.GetLineageResponse:
         reply = self._call(

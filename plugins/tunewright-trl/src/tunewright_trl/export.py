@@ -210,6 +210,9 @@ def combine_lora_adapters(adapters: Sequence[Path], out: Path) -> dict[str, Any]
         combined[module + _A] = torch.cat(a_blocks, dim=0).to(dtype).contiguous()
         combined[module + _B] = torch.cat(b_blocks, dim=1).to(dtype).contiguous()
     target_modules = sorted({m.rsplit(".", 1)[-1] for m in modules})
+    if any(c.get("layers_to_transform") for c in configs):
+        # some layers only: name each adapted module (PEFT matches a target as a path suffix)
+        target_modules = sorted(m.removeprefix("base_model.model.") for m in modules)
     # the root adapter's config (the schema of the PEFT that wrote it), for the combined one
     config = {
         **configs[0],

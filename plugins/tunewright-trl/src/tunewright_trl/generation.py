@@ -8,15 +8,78 @@ checkpoint replaces the weights — and the tokenizer (with its chat template an
 ``num_return_sequences`` answers per prompt (sampling for more than one). torch, transformers
 and peft are imported only when it runs. The evaluator (same decoding settings for every model
 it compares) and the synth service (preference candidates) both call it.
+
+Placement (:func:`place`): ``device`` ``auto`` (the default) runs on CUDA when torch sees a GPU,
+else on CPU; ``cpu``, ``cuda`` and ``cuda:N`` are taken as given. A model that its loader already
+dispatched (bitsandbytes 4/8-bit, a ``device_map``) stays where it is: ``.to()`` on it fails or
+undoes the dispatch; inputs then go to the device of its input embeddings. ``dtype`` changes the
+weights on CUDA only, never on CPU, so CPU results stay what they were: ``auto`` means bf16 (fp16
+on GPUs without bf16) for generation, the usual serving precision (half the memory and
+bandwidth; a greedy answer can still differ from fp32's where two tokens nearly tie), and the
+weights as loaded for the metrics in :mod:`tunewright_trl.scoring`, whose log-probability
+differences (DPO's implicit reward) half precision would blur.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 Messages = Sequence[dict[str, str]]
+
+DTYPES: Final = ("auto", "float32", "bfloat16", "float16")
+
+
+def check_placement(device: str, dtype: str) -> None:
+    """Reject placement settings that :func:`place` cannot honour (no torch import)."""
+    if device not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", device):
+        raise ValueError(f"`device` must be auto, cpu, cuda or cuda:N; got {device!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"`dtype` must be one of {', '.join(DTYPES)}; got {dtype!r}")
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto``: ``cuda`` when torch sees a GPU, else ``cpu``; anything else as given."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def is_dispatched(model: Any) -> bool:
+    """Whether the loader placed the weights itself (bitsandbytes, ``device_map``)."""
+    return bool(
+        getattr(model, "is_loaded_in_4bit", False)
+        or getattr(model, "is_loaded_in_8bit", False)
+        or getattr(model, "hf_device_map", None)
+    )
+
+
+def place(model: Any, *, device: str = "auto", dtype: str = "auto", half: bool = False) -> Any:
+    """Move ``model`` to ``device`` (see the module docstring); ``half``: what ``dtype="auto"``
+    means on CUDA (bf16, or fp16 without bf16 support) instead of keeping the loaded dtype."""
+    import torch
+
+    check_placement(device, dtype)
+    if is_dispatched(model):
+        return model
+    target = resolve_device(device)
+    if not target.startswith("cuda"):
+        return model.to(target)  # CPU: the weights keep their dtype
+    if dtype == "auto":
+        if not half:
+            return model.to(target)
+        dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return model.to(device=target, dtype=getattr(torch, dtype))
+
+
+def input_device(model: Any) -> Any:
+    """Where input ids go: the device of the input embeddings (the first layer also for a
+    dispatched model)."""
+    return model.get_input_embeddings().weight.device
 
 
 def load_causal_lm(base: Any, weights: Sequence[Path]) -> Any:
@@ -46,9 +109,13 @@ def load_tokenizer(folder: Path) -> Any:
 
 
 class LocalGenerator:
-    """``factory(**params)``; params are accepted for symmetry with remote generators."""
+    """``factory(device="auto", dtype="auto", **params)``: where the model runs (see the module
+    docstring); other params are accepted for symmetry with remote generators."""
 
-    def __init__(self, **params: Any) -> None:
+    def __init__(self, *, device: str = "auto", dtype: str = "auto", **params: Any) -> None:
+        check_placement(device, dtype)
+        self.device = device
+        self.dtype = dtype
         self.params = params
 
     def generate(
@@ -69,7 +136,10 @@ class LocalGenerator:
         import torch
 
         tok = load_tokenizer(tokenizer)
-        model = load_causal_lm(base, weights)
+        model = place(
+            load_causal_lm(base, weights), device=self.device, dtype=self.dtype, half=True
+        )
+        on = input_device(model)
         torch.manual_seed(seed)
         texts = [
             tok.apply_chat_template(list(p), tokenize=False, add_generation_prompt=True)
@@ -83,7 +153,7 @@ class LocalGenerator:
                 return_tensors="pt",
                 padding=True,
                 add_special_tokens=False,
-            )
+            ).to(on)
             options: dict[str, Any] = {
                 "max_new_tokens": max_new_tokens,
                 "do_sample": sampling,

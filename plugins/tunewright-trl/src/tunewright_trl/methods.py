@@ -12,18 +12,41 @@ returns its final metrics. HF checkpoints (weights, optimizer, scheduler, RNG) g
 ``run.checkpoint_dir`` every ``run.checkpoint_every`` steps and are reported with
 ``run.checkpoint(step, path, metrics)``; ``run.resume_from`` continues from one. A pause
 request saves a checkpoint at the next step and returns ``{"paused": 1.0}`` without output.
+
+Device settings are hyperparameters, resolved on the machine that trains (``auto`` follows the
+device): ``precision`` (``auto``: bf16 on a GPU that has it, else fp16 there, fp32 on CPU),
+``gradient_checkpointing`` (``None``: on for a quantized base, where QLoRA is about memory,
+off otherwise; non-reentrant, which PEFT's frozen inputs need) and ``attn_implementation``
+(``auto``: ``flash_attention_2`` on a GPU in 16-bit when the ``flash_attn`` package imports,
+else ``sdpa``, which is what transformers picks by itself). A quantized base's
+``compute_dtype`` of ``auto`` follows the precision.
+
+A parent model (DPO after SFT) is applied the way the evaluator rebuilds versions: on a full
+precision base its LoRA adapter is merged and a new adapter trained on top. A 4/8-bit base
+cannot take a merge, so there the parent's adapter itself is loaded trainable and trained on
+(the TRL trainers then keep a frozen copy of it, named ``ref``, as the reference model), and the
+result is saved as its difference from the parent's adapter (:func:`_save_as_delta`), so the
+version is still "the parent's chain plus one adapter" for the evaluator, serve and export.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import shutil
+import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
 from tunewright_trl.configs import DpoConfig, KtoConfig, RewardConfig, RlhfConfig, SftConfig
 
 PAUSED: Final = "paused"
+
+PRECISIONS: Final = ("auto", "fp32", "bf16", "fp16")
+ATTENTION: Final = ("auto", "eager", "sdpa", "flash_attention_2")
+_DTYPE_OF: Final[Mapping[str, str]] = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 class Method:
@@ -50,6 +73,12 @@ class Method:
             "weight_decay": 0.0,
             "packing": False,
             "assistant_only_loss": False,
+            "precision": "auto",
+            #: None: on for a quantized base (QLoRA), off otherwise
+            "gradient_checkpointing": None,
+            "attn_implementation": "auto",
+            #: held-out rows scored before and after training (0 = the whole eval split)
+            "max_eval_samples": 0,
             **self._defaults,
         }
 
@@ -77,7 +106,7 @@ class Method:
             problems.append(("hyperparameters.packing", "only sft packs examples"))
         if hyperparameters.get("assistant_only_loss") and self.name != "sft":
             problems.append(("hyperparameters.assistant_only_loss", "only sft uses it"))
-        return problems
+        return problems + _device_problems(hyperparameters)
 
     # --- training ---
 
@@ -105,6 +134,8 @@ class Method:
         metrics.update(self._extra_metrics(trainer))
         out = Path(run.output_dir)
         trainer.save_model(str(out / "model"))
+        if _continues_parent_adapter(run):
+            _save_as_delta(out / "model", Path(run.parent_model) / "model")
         tokenizer.save_pretrained(str(out / "tokenizer"))
         return metrics
 
@@ -126,20 +157,28 @@ class Sft(Method):
 
         cfg: SftConfig = run.config
         hp = run.hyperparameters
+        assistant_only = bool(hp["assistant_only_loss"])
+        row = _sft_row
+        if assistant_only and "{% generation %}" not in (tokenizer.chat_template or ""):
+            # TRL masks by {% generation %} markers and patches only templates it knows (not
+            # SmolLM2's): split each conversation before its last answer instead and train on
+            # that completion, which works with any template
+            assistant_only, row = False, _sft_completion_row
         args = SFTConfig(
             **_common_args(run),
             max_length=int(hp["max_length"]),
             packing=bool(hp["packing"]),
             packing_strategy=cfg.packing_strategy,
-            assistant_only_loss=bool(hp["assistant_only_loss"]),
+            assistant_only_loss=assistant_only,
+            completion_only_loss=True if row is _sft_completion_row else None,
             neftune_noise_alpha=cfg.neftune_noise_alpha,
             eos_token=tokenizer.eos_token,
         )
         return SFTTrainer(
             model=_policy(run, tokenizer),
             args=args,
-            train_dataset=_dataset(run.train_rows, _sft_row),
-            eval_dataset=_dataset(run.eval_rows, _sft_row),
+            train_dataset=_dataset(run.train_rows, row),
+            eval_dataset=_dataset(run.eval_rows, row),
             processing_class=tokenizer,
             peft_config=_lora(run, "CAUSAL_LM"),
         )
@@ -193,6 +232,7 @@ class Reward(Method):
         )
         model = run.base.sequence_classifier()
         model.config.pad_token_id = tokenizer.pad_token_id
+        _set_attention(model, device_settings(run).attention)
         return RewardTrainer(
             model=model,
             args=args,
@@ -307,11 +347,94 @@ METHODS: Final[tuple[type[Method], ...]] = (Sft, Dpo, Reward, Rlhf, Kto)
 # --- shared pieces ------------------------------------------------------------------------
 
 
-def _common_args(run: Any) -> dict[str, Any]:
+def _device_problems(hp: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The device hyperparameters' values (their names are checked by the trainer)."""
+    problems = []
+    if hp.get("precision", "auto") not in PRECISIONS:
+        problems.append(
+            (
+                "hyperparameters.precision",
+                f"must be one of {', '.join(PRECISIONS)}; got {hp['precision']!r}",
+            )
+        )
+    attention = hp.get("attn_implementation", "auto")
+    if attention not in ATTENTION:
+        problems.append(
+            (
+                "hyperparameters.attn_implementation",
+                f"must be one of {', '.join(ATTENTION)}; got {attention!r}",
+            )
+        )
+    elif attention == "flash_attention_2":
+        if importlib.util.find_spec("flash_attn") is None:
+            problems.append(
+                (
+                    "hyperparameters.attn_implementation",
+                    "flash_attention_2 needs the flash_attn package, which is not installed: "
+                    "use sdpa or auto",
+                )
+            )
+        if hp.get("precision") == "fp32":
+            problems.append(
+                (
+                    "hyperparameters.attn_implementation",
+                    "flash_attention_2 runs in 16 bits only: set precision to bf16, fp16 or auto",
+                )
+            )
+    checkpointing = hp.get("gradient_checkpointing")
+    if checkpointing is not None and not isinstance(checkpointing, bool):
+        problems.append(
+            (
+                "hyperparameters.gradient_checkpointing",
+                f"must be true, false or unset (on for a quantized base); got {checkpointing!r}",
+            )
+        )
+    return problems
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSettings:
+    """The device hyperparameters resolved on the machine that trains."""
+
+    cpu: bool
+    precision: str  # fp32 | bf16 | fp16
+    gradient_checkpointing: bool
+    attention: str  # eager | sdpa | flash_attention_2
+
+
+def device_settings(run: Any) -> DeviceSettings:
+    """Resolve ``precision``, ``gradient_checkpointing`` and ``attn_implementation`` for
+    ``run.device``; raises ``ValueError`` for what this machine cannot do."""
     import torch
 
     hp = run.hyperparameters
     cpu = run.device == "cpu" or (run.device == "auto" and not torch.cuda.is_available())
+    precision = str(hp.get("precision") or "auto")
+    if precision == "auto":
+        precision = "fp32" if cpu else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+    elif precision == "fp16" and cpu:
+        raise ValueError("hyperparameters.precision fp16 needs a GPU: use fp32 or bf16 on CPU")
+    elif precision == "bf16" and not cpu and not torch.cuda.is_bf16_supported():
+        raise ValueError("hyperparameters.precision bf16: this GPU has no bf16, use fp16 or auto")
+    checkpointing = hp.get("gradient_checkpointing")
+    if checkpointing is None:
+        checkpointing = bool(run.quantization)
+    attention = str(hp.get("attn_implementation") or "auto")
+    half = precision in ("bf16", "fp16")
+    if attention == "auto":
+        flash = not cpu and half and importlib.util.find_spec("flash_attn") is not None
+        attention = "flash_attention_2" if flash else "sdpa"
+    elif attention == "flash_attention_2" and (cpu or not half):
+        raise ValueError(
+            "hyperparameters.attn_implementation flash_attention_2 needs a GPU and precision "
+            f"bf16 or fp16 (this job: {'cpu' if cpu else 'cuda'}, {precision})"
+        )
+    return DeviceSettings(cpu, precision, bool(checkpointing), attention)
+
+
+def _common_args(run: Any) -> dict[str, Any]:
+    hp = run.hyperparameters
+    device = device_settings(run)
     return {
         "output_dir": str(run.checkpoint_dir),
         "num_train_epochs": float(hp["epochs"]),
@@ -334,10 +457,15 @@ def _common_args(run: Any) -> dict[str, Any]:
         "eval_strategy": "no",
         "report_to": [],
         "disable_tqdm": True,
-        "bf16": False,
-        "fp16": False,
-        "use_cpu": cpu,
-        "activation_checkpointing": False,
+        "bf16": device.precision == "bf16",
+        "fp16": device.precision == "fp16",
+        "use_cpu": device.cpu,
+        # transformers 5 name (gradient_checkpointing is its deprecated alias); non-reentrant
+        # checkpointing works with PEFT's frozen base, whose inputs carry no gradient
+        "activation_checkpointing": device.gradient_checkpointing,
+        "activation_checkpointing_kwargs": (
+            {"use_reentrant": False} if device.gradient_checkpointing else None
+        ),
         "dataloader_num_workers": 0,
     }
 
@@ -351,24 +479,97 @@ def _tokenizer(run: Any) -> Any:
 
 
 def _policy(run: Any, tokenizer: Any) -> Any:
-    """The model to train: the base (maybe quantized), with a parent's weights merged in."""
-    quantization = run.quantization or None
+    """The model to train, with the attention implementation of :func:`device_settings`."""
+    device = device_settings(run)
+    model = _policy_weights(run, _quantization(run, device.precision))
+    _set_attention(model, device.attention)
+    return model
+
+
+def _policy_weights(run: Any, quantization: dict[str, Any] | None) -> Any:
+    """The base (maybe quantized) with a parent's weights applied: a full-precision base takes
+    the parent's adapter merged; a quantized one takes it as the trainable adapter (see the
+    module docstring); a parent's full weights replace the base's (quantized when asked)."""
     if run.parent_model is None:
         return run.base.causal_lm(quantization=quantization)
     weights = Path(run.parent_model) / "model"
-    if quantization:
-        raise ValueError(
-            "training on a parent model with a quantized base is not supported: the parent "
-            "adapter would have to be merged into 4/8-bit weights"
-        )
     if (weights / "adapter_config.json").is_file():
         from peft import PeftModel
 
+        if quantization:
+            from tunewright_trl.export import _check_plain_lora, _read_config
+
+            # fail now, not after training, if the result cannot be saved as a delta
+            _check_plain_lora(weights, _read_config(weights))
+            base = run.base.causal_lm(quantization=quantization)
+            return PeftModel.from_pretrained(base, str(weights), is_trainable=True)
         base = run.base.causal_lm()
         return PeftModel.from_pretrained(base, str(weights)).merge_and_unload()
+    if quantization:
+        from tunewright_trl.models import HfBaseModel
+
+        # the parent's full checkpoint as a local hf: model (quantized at load)
+        return HfBaseModel(str(weights), seed=int(run.seed)).causal_lm(quantization=quantization)
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(str(weights), use_safetensors=True)
+
+
+def _quantization(run: Any, precision: str) -> dict[str, Any] | None:
+    """The job's quantization, its ``compute_dtype`` ``auto`` (or unset) resolved to the
+    training precision: 4-bit layers then compute in the dtype autocast runs in."""
+    if not run.quantization:
+        return None
+    quantization = dict(run.quantization)
+    if quantization.get("compute_dtype") in (None, "", "auto"):
+        quantization["compute_dtype"] = _DTYPE_OF[precision]
+    return quantization
+
+
+def _set_attention(model: Any, attention: str) -> None:
+    """Switch a loaded model's attention (transformers 5 does it in place, no reload)."""
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(target.config, "_attn_implementation", None) != attention:
+        target.set_attn_implementation(attention)
+
+
+def _continues_parent_adapter(run: Any) -> bool:
+    """Whether the job trains its parent's adapter itself (a quantized base, a LoRA parent)."""
+    return bool(
+        run.quantization
+        and run.parent_model is not None
+        and (Path(run.parent_model) / "model" / "adapter_config.json").is_file()
+    )
+
+
+def _save_as_delta(adapter: Path, parent: Path) -> None:
+    """Rewrite the trained continuation of ``parent``'s adapter, saved in ``adapter``, as its
+    difference from ``parent``: ``s'·B'A' - s·BA`` is one LoRA of rank ``r' + r`` (the two
+    adapters combined exactly by :func:`~tunewright_trl.export.combine_lora_adapters`, the
+    parent's with ``B`` negated). Applied after the parent's adapter it gives the trained one,
+    the same chain semantics as an adapter trained on the merged parent. Also drops the frozen
+    reference copy (``ref/``) that the TRL trainers saved beside the adapter."""
+    from safetensors.torch import load_file, save_file
+
+    from tunewright_trl.export import ADAPTER_CONFIG, ADAPTER_WEIGHTS, combine_lora_adapters
+
+    for folder in adapter.iterdir():
+        if folder.is_dir() and (folder / ADAPTER_CONFIG).is_file():
+            shutil.rmtree(folder)  # another adapter of the PeftModel (TRL's "ref" copy)
+    with tempfile.TemporaryDirectory(prefix="tw-delta-") as tmp:
+        negated, delta = Path(tmp) / "negated", Path(tmp) / "delta"
+        negated.mkdir()
+        delta.mkdir()
+        shutil.copyfile(parent / ADAPTER_CONFIG, negated / ADAPTER_CONFIG)
+        tensors = load_file(str(parent / ADAPTER_WEIGHTS))
+        save_file(
+            {k: -v if k.endswith(".lora_B.weight") else v for k, v in tensors.items()},
+            str(negated / ADAPTER_WEIGHTS),
+            metadata={"format": "pt"},
+        )
+        combine_lora_adapters([adapter, negated], delta)
+        for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
+            shutil.copyfile(delta / name, adapter / name)
 
 
 def _reward_model(run: Any) -> tuple[Any, Any]:
@@ -394,8 +595,8 @@ def _reward_model(run: Any) -> tuple[Any, Any]:
 
 def _lora(run: Any, task_type: str, modules_to_save: list[str] | None = None) -> Any:
     peft = run.peft
-    if peft.get("type") != "lora":
-        return None
+    if peft.get("type") != "lora" or _continues_parent_adapter(run):
+        return None  # none, or the parent's adapter is the one trained (a PeftModel already)
     from peft import LoraConfig
 
     return LoraConfig(
@@ -404,6 +605,8 @@ def _lora(run: Any, task_type: str, modules_to_save: list[str] | None = None) ->
         lora_alpha=peft["alpha"],
         lora_dropout=float(peft["dropout"]),
         target_modules=list(peft["target_modules"]) or "all-linear",
+        # only these decoder layers get adapters (PEFT finds the layer list by name)
+        layers_to_transform=list(peft.get("layers_to_transform") or []) or None,
         modules_to_save=modules_to_save,
     )
 
@@ -429,6 +632,17 @@ def _sft_row(row: Mapping[str, Any]) -> dict[str, Any]:
         "prompt": _as_messages(row["prompt"], "user"),
         "completion": _as_messages(row["completion"], "assistant"),
     }
+
+
+def _sft_completion_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A conversation as prompt (every turn before the last answer) and completion (it)."""
+    if "messages" not in row:
+        return _sft_row(row)
+    messages = list(row["messages"])
+    last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=-1)
+    if last <= 0:
+        raise ValueError("an SFT conversation needs an assistant answer after a prompt")
+    return {"prompt": messages[:last], "completion": [messages[last]]}
 
 
 def _preference_row(row: Mapping[str, Any]) -> dict[str, Any]:

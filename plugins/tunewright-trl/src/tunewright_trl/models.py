@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from tunewright.core import model_cache
 from tunewright_trl.chat import (
     BOS_TOKEN,
     CHATML_TEMPLATE,
@@ -92,6 +93,10 @@ class BaseModel:
 
     def sequence_classifier(self) -> Any:
         """The same backbone with a freshly seeded scalar head (reward models)."""
+        raise NotImplementedError
+
+    def weights_sha256(self) -> str:
+        """sha256 of the base weights a job starts from, for its lineage (may read them all)."""
         raise NotImplementedError
 
 
@@ -174,6 +179,16 @@ class TinyBaseModel(BaseModel):
         torch.manual_seed(self.seed)
         return LlamaForSequenceClassification(config)
 
+    def weights_sha256(self) -> str:
+        # drawn, not read: hash the tensors the preset and seed produce (a 0.15-1 M model)
+        import hashlib
+
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.causal_lm().state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
 
 class HfBaseModel(BaseModel):
     def __init__(self, reference: str, *, corpus: Iterable[str] = (), seed: int = 0) -> None:
@@ -222,7 +237,13 @@ class HfBaseModel(BaseModel):
         layers = int(cfg.get("num_hidden_layers", 0))
         inter = int(cfg.get("intermediate_size", 4 * h))
         vocab = int(cfg.get("vocab_size", 0))
-        return 2 * vocab * h + layers * (4 * h * h + 3 * h * inter)
+        heads = int(cfg.get("num_attention_heads", 1)) or 1
+        kv_heads = int(cfg.get("num_key_value_heads", heads))
+        head_dim = int(cfg.get("head_dim") or h // heads)
+        # q and o are h x h; k and v shrink with grouped-query attention
+        attention = 2 * h * h + 2 * h * kv_heads * head_dim
+        embeddings = (1 if cfg.get("tie_word_embeddings") else 2) * vocab * h
+        return embeddings + layers * (attention + 3 * h * inter)
 
     def tokenizer(self) -> Any:
         if self._tokenizer is None:
@@ -262,6 +283,9 @@ class HfBaseModel(BaseModel):
         model.config.pad_token_id = self.tokenizer().pad_token_id
         return model
 
+    def weights_sha256(self) -> str:
+        return model_cache.files_sha256(sorted(self.path.glob("*.safetensors")), self.path)
+
 
 def build_tiny_tokenizer(texts: Sequence[str], vocab_size: int) -> Any:
     """A byte-level BPE tokenizer trained on ``texts``; same texts, same tokenizer."""
@@ -297,7 +321,9 @@ def _quantization_kwargs(quantization: Quantization | None) -> dict[str, Any]:
     from transformers import BitsAndBytesConfig
 
     bits = int(quantization["bits"])
-    dtype = getattr(torch, str(quantization.get("compute_dtype") or "float32"))
+    compute = str(quantization.get("compute_dtype") or "auto")
+    # "auto" is resolved to the training precision by the method; float32 when it was not
+    dtype = getattr(torch, "float32" if compute == "auto" else compute)
     if bits == 4:
         config = BitsAndBytesConfig(
             load_in_4bit=True,

@@ -28,6 +28,9 @@ tokenisations disagree at the boundary the answer starts at their common prefix,
   short vague ones).
 - ``generation_smoke``: share of greedy answers that end with EOS within the token budget and
   carry no chat-template leftovers (special tokens such as ``<|im_start|>``, role headers).
+
+Each metric takes ``device`` (``auto``: CUDA when available) and ``dtype`` (``auto``: the weights
+as loaded) params, placed by :func:`tunewright_trl.generation.place`: on CPU nothing changes.
 """
 
 from __future__ import annotations
@@ -38,7 +41,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tunewright_trl.generation import load_causal_lm, load_tokenizer
+from tunewright_trl.generation import (
+    check_placement,
+    input_device,
+    load_causal_lm,
+    load_tokenizer,
+    place,
+)
 
 Messages = Sequence[dict[str, str]]
 Rows = Sequence[Sequence[float]]
@@ -102,6 +111,8 @@ def answer_logprobs(
             ids[row, : len(p) + len(a)] = torch.tensor(p + a)
             attention[row, : len(p) + len(a)] = 1
             answer_mask[row, len(p) : len(p) + len(a)] = True
+        on = input_device(model)
+        ids, attention, answer_mask = ids.to(on), attention.to(on), answer_mask.to(on)
         with torch.no_grad():
             logits = model(input_ids=ids, attention_mask=attention).logits.float()
         # the token at position t is predicted by the logits at t - 1
@@ -140,8 +151,9 @@ def reward_scores(
         for i, r in enumerate(chunk):
             ids[i, : len(r)] = torch.tensor(r)
             attention[i, : len(r)] = 1
+        on = input_device(model)
         with torch.no_grad():
-            logits = model(input_ids=ids, attention_mask=attention).logits
+            logits = model(input_ids=ids.to(on), attention_mask=attention.to(on)).logits
         out += [float(v) for v in logits[:, 0]]
     return out
 
@@ -171,6 +183,17 @@ def load_reward_model(base: Any, weights: Sequence[Path]) -> Any:
 class ModelMetric:
     """Base of the metrics registered with ``needs="model"``; see the module docstring."""
 
+    device: str = "auto"
+    dtype: str = "auto"
+
+    def _placement(self, device: str, dtype: str) -> None:
+        check_placement(device, dtype)
+        self.device, self.dtype = device, dtype
+
+    def _place(self, model: Any) -> Any:
+        """The model on this metric's device; the loaded dtype unless ``dtype`` says otherwise."""
+        return place(model, device=self.device, dtype=self.dtype)
+
     def score_model(
         self,
         *,
@@ -194,13 +217,14 @@ class ModelMetric:
 class Perplexity(ModelMetric):
     """Rows: ``[answer NLL sum, answer tokens]``."""
 
-    def __init__(self, **params: Any) -> None:
+    def __init__(self, *, device: str = "auto", dtype: str = "auto", **params: Any) -> None:
         if params:
-            raise ValueError(f"perplexity takes no parameters, got {sorted(params)}")
+            raise ValueError(f"perplexity takes only device and dtype, got {sorted(params)}")
+        self._placement(device, dtype)
 
     def score_model(self, **kw: Any) -> list[list[float]]:
         tok = load_tokenizer(kw["tokenizer"])
-        model = load_causal_lm(kw["base"], kw["weights"])
+        model = self._place(load_causal_lm(kw["base"], kw["weights"]))
         scored = answer_logprobs(
             model, tok, kw["prompts"], kw["references"], batch_size=kw["batch_size"]
         )
@@ -214,12 +238,22 @@ class Perplexity(ModelMetric):
 class PreferenceAccuracy(ModelMetric):
     """Rows: ``[1 if chosen is preferred else 0, reward margin chosen - rejected]``."""
 
-    def __init__(self, *, beta: float = DEFAULT_BETA, **params: Any) -> None:
+    def __init__(
+        self,
+        *,
+        beta: float = DEFAULT_BETA,
+        device: str = "auto",
+        dtype: str = "auto",
+        **params: Any,
+    ) -> None:
         if params:
-            raise ValueError(f"preference_accuracy takes only beta, got {sorted(params)}")
+            raise ValueError(
+                f"preference_accuracy takes only beta, device and dtype, got {sorted(params)}"
+            )
         if not float(beta) > 0:
             raise ValueError(f"preference_accuracy beta must be > 0, got {beta!r}")
         self.beta = float(beta)
+        self._placement(device, dtype)
 
     def score_model(self, **kw: Any) -> list[list[float]]:
         rejected = kw["rejected"]
@@ -257,11 +291,11 @@ class PreferenceAccuracy(ModelMetric):
         tok = load_tokenizer(tokenizer)
         tok.padding_side = "right"
         if method == "reward":
-            rm = load_reward_model(base, weights)
+            rm = self._place(load_reward_model(base, weights))
             good = reward_scores(rm, tok, prompts, chosen, batch_size=batch_size)
             bad = reward_scores(rm, tok, prompts, rejected, batch_size=batch_size)
             return [g - b for g, b in zip(good, bad, strict=True)]
-        policy = load_causal_lm(base, weights)
+        policy = self._place(load_causal_lm(base, weights))
         scored_good = answer_logprobs(policy, tok, prompts, chosen, batch_size=batch_size)
         scored_bad = answer_logprobs(policy, tok, prompts, rejected, batch_size=batch_size)
         if method != "dpo":  # mean log-probability per answer token
@@ -271,7 +305,8 @@ class PreferenceAccuracy(ModelMetric):
             ]
         good, bad = [s for s, _ in scored_good], [s for s, _ in scored_bad]
         # DPO: the implicit reward against the model it was trained from
-        ref = load_causal_lm(base, weights[:-1])
+        del policy  # one model on the device at a time
+        ref = self._place(load_causal_lm(base, weights[:-1]))
         ref_good = [s for s, _ in answer_logprobs(ref, tok, prompts, chosen, batch_size=batch_size)]
         ref_bad = [
             s for s, _ in answer_logprobs(ref, tok, prompts, rejected, batch_size=batch_size)
@@ -298,15 +333,17 @@ def smoke_check(new_ids: Sequence[int], tokenizer: Any) -> tuple[bool, bool]:
 class GenerationSmoke(ModelMetric):
     """Rows: ``[ok, stopped at EOS, no template leftovers]`` (1/0 each); ok needs both."""
 
-    def __init__(self, **params: Any) -> None:
+    def __init__(self, *, device: str = "auto", dtype: str = "auto", **params: Any) -> None:
         if params:
-            raise ValueError(f"generation_smoke takes no parameters, got {sorted(params)}")
+            raise ValueError(f"generation_smoke takes only device and dtype, got {sorted(params)}")
+        self._placement(device, dtype)
 
     def score_model(self, **kw: Any) -> list[list[float]]:
         import torch
 
         tok = load_tokenizer(kw["tokenizer"])
-        model = load_causal_lm(kw["base"], kw["weights"])
+        model = self._place(load_causal_lm(kw["base"], kw["weights"]))
+        on = input_device(model)
         texts = [
             tok.apply_chat_template(
                 [dict(m) for m in p], tokenize=False, add_generation_prompt=True
@@ -321,7 +358,7 @@ class GenerationSmoke(ModelMetric):
                 return_tensors="pt",
                 padding=True,
                 add_special_tokens=False,
-            )
+            ).to(on)
             with torch.no_grad():
                 output = model.generate(
                     **batch,

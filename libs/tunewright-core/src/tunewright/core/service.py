@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from tunewright.core import model_cache
 from tunewright.core.artifacts import ArtifactStore
 from tunewright.core.bus import Delivery, EventBus, Subscription
 from tunewright.core.errors import PermanentError
@@ -139,6 +140,7 @@ class NotImplementedYet(PermanentError):
 
 async def start_service(definition: ServiceDefinition[S], settings: S) -> RunningService[S]:
     """Start everything a service runs; returns once it reports SERVING."""
+    model_cache.use_data_dir(settings.data_dir)
     plugins = PluginManager()
     registries = plugins.load(disabled=settings.plugins.disabled)
     bus = await EventBus.from_settings(

@@ -106,6 +106,7 @@ def training_run_pb(row: models.TrainingRun) -> registry_pb2.TrainingRun:
         metrics_log=from_json(row.metrics_log, common_pb2.ArtifactRef),
         created_at=timestamp(row.created_at),
         finished_at=timestamp(row.finished_at),
+        environment=from_json(row.environment, trainer_pb2.RunEnvironment),
     )
 
 

@@ -135,6 +135,8 @@ def _trainer_succeeded(session: Session, fact: events_pb2.TrainerJobSucceeded) -
         run.metrics_log = convert.to_json(fact.metrics_log)
     if fact.code_version:
         run.code_version = fact.code_version
+    if fact.HasField("environment"):
+        run.environment = convert.to_json(fact.environment)
     records.set_run_status(run, "succeeded")
 
     mv = registry_pb2.ModelVersion()

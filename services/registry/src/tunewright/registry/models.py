@@ -105,6 +105,8 @@ class TrainingRun(Timestamped, Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     metrics_log: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # trainer.v1.RunEnvironment: libraries, git commit, base-weight sha256 (what reruns need)
+    environment: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
 
 
 class ModelVersion(Timestamped, Base):

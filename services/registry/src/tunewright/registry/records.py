@@ -259,6 +259,8 @@ def register_training_run(session: Session, run: registry_pb2.TrainingRun) -> mo
         set_run_status(row, convert.status_name(run.status))
     if run.code_version:
         row.code_version = run.code_version
+    if run.HasField("environment"):
+        row.environment = convert.to_json(run.environment)
     for checkpoint in run.checkpoints:
         add_checkpoint(row, checkpoint)
     if run.metrics:

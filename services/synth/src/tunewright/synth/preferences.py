@@ -433,6 +433,8 @@ class Preferences:
                 "feedback_backend": name,
                 "simulated": str(simulated).lower(),
                 "agreement_records": str(len(found.agreements)),
+                # which rule ranked (e.g. simulated:rubric); people's names stay off labels
+                **({"annotator": ",".join(sorted(found.annotators))} if simulated else {}),
             },
         )
         for split, body in bodies.items():

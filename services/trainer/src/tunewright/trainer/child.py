@@ -166,6 +166,9 @@ def _train(
     registries = PluginManager().load(disabled=plan["plugins_disabled"])
     train_rows = [r for p in plan["train_files"] for r in read_rows(Path(p))]
     eval_rows = read_rows(Path(plan["eval_file"])) if plan["eval_file"] else None
+    max_eval = int(plan["hyperparameters"].get("max_eval_samples") or 0)
+    if eval_rows and max_eval:
+        eval_rows = eval_rows[:max_eval]  # the split's own (seeded) order
     base = registries.base_models.get(plan["base_scheme"]).factory(
         plan["base_reference"], corpus=sorted(set(texts(train_rows))), seed=plan["seed"]
     )
@@ -192,12 +195,85 @@ def _train(
         pause=pause,
         distributed=distributed,
     )
+    # hashing the base weights (GiBs for a real model) overlaps with training
+    base_digest: dict[str, str] = {}
+    hasher = threading.Thread(
+        target=lambda: base_digest.update(sha256=base.weights_sha256()), daemon=True
+    )
+    hasher.start()
     metrics = method.train(run)
     if metrics.get("paused"):
         run._send(type="paused")
         return 0
-    run._send(type="done", metrics=metrics)
+    hasher.join()
+    environment = run_environment(plan["device"])
+    environment["base_weights_sha256"] = base_digest.get("sha256", "")
+    run._send(type="done", metrics=metrics, environment=environment)
     return 0
+
+
+#: distributions whose versions decide what a run computes
+_RECORDED_DISTRIBUTIONS = (
+    "torch", "transformers", "peft", "trl", "accelerate", "datasets", "tokenizers",
+    "safetensors", "bitsandbytes", "gguf", "numpy", "tunewright-core", "tunewright-trainer",
+)  # fmt: skip
+
+
+def run_environment(device: str) -> dict[str, Any]:
+    """Library versions, the code's git commit and the device: RunEnvironment's fields."""
+    import platform
+    from importlib import metadata
+
+    import torch
+
+    from tunewright.core.plugins import ENTRY_POINT_GROUP
+
+    versions = {}
+    for name in _RECORDED_DISTRIBUTIONS:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    # every installed tunewright plugin distribution (tunewright-trl, third-party ones)
+    for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if entry.dist is not None:
+            versions.setdefault(entry.dist.name, entry.dist.version)
+    if device != "cpu" and torch.cuda.is_available():
+        where = f"cuda:{torch.cuda.get_device_name(0)}"
+    else:
+        where = "cpu"
+    return {
+        "code_version": versions.get("tunewright-trainer", ""),
+        "git_commit": _git_commit(),
+        "library_versions": versions,
+        "python_version": platform.python_version(),
+        "device": where,
+    }
+
+
+def _git_commit() -> str:
+    """HEAD of the checkout this code runs from, "-dirty" when it has changes; "" outside one."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return f"{head}-dirty" if dirty else head
 
 
 if __name__ == "__main__":

@@ -59,6 +59,8 @@ def spec_from_pb(pb: trainer_pb2.TrainingJobSpec) -> JobSpec:
             peft["dropout"] = pb.peft.dropout
         if pb.peft.target_modules:
             peft["target_modules"] = list(pb.peft.target_modules)
+        if pb.peft.layers_to_transform:
+            peft["layers_to_transform"] = [int(i) for i in pb.peft.layers_to_transform]
     quantization: dict[str, Any] = {}
     q = pb.quantization
     if q.bits in (trainer_pb2.QUANTIZATION_BITS_4, trainer_pb2.QUANTIZATION_BITS_8):
@@ -66,16 +68,23 @@ def spec_from_pb(pb: trainer_pb2.TrainingJobSpec) -> JobSpec:
             "bits": 4 if q.bits == trainer_pb2.QUANTIZATION_BITS_4 else 8,
             "quant_type": q.quant_type or "nf4",
             "double_quant": q.double_quant,
-            "compute_dtype": q.compute_dtype or "float32",
+            "compute_dtype": q.compute_dtype or "auto",
         }
     hp: dict[str, Any] = {}
     h = pb.hyperparameters
-    for name in ("epochs", "max_steps", "batch_size", "gradient_accumulation_steps", "max_length"):
+    for name in (
+        "epochs", "max_steps", "batch_size", "gradient_accumulation_steps", "max_length",
+        "max_eval_samples",
+    ):  # fmt: skip
         if getattr(h, name):
             hp[name] = int(getattr(h, name))
-    if h.lr_scheduler:
-        hp["lr_scheduler"] = h.lr_scheduler
-    for name in ("learning_rate", "warmup_ratio", "weight_decay", "packing", "assistant_only_loss"):
+    for name in ("lr_scheduler", "precision", "attn_implementation"):
+        if getattr(h, name):
+            hp[name] = getattr(h, name)
+    for name in (
+        "learning_rate", "warmup_ratio", "weight_decay", "packing", "assistant_only_loss",
+        "gradient_checkpointing",
+    ):  # fmt: skip
         if h.HasField(name):
             hp[name] = getattr(h, name)
     return JobSpec(
@@ -98,6 +107,37 @@ def spec_from_pb(pb: trainer_pb2.TrainingJobSpec) -> JobSpec:
         checkpoint_every_steps=pb.checkpoint_every_steps,
         output_model=pb.output_model,
         labels=dict(pb.labels),
+    )
+
+
+def with_parent_defaults(
+    spec: trainer_pb2.TrainingJobSpec, parent: JobSpec | None
+) -> trainer_pb2.TrainingJobSpec:
+    """A job on a parent model that leaves ``base_model`` or ``seed`` unset takes the parent's
+    (the parent's stored spec has them resolved already, so a chain resolves to its root).
+    Done on the proto, so the stored spec, the facts and the registry's training run all carry
+    the values the job really used. An unknown parent changes nothing (pre-flight names it)."""
+    if parent is None or (spec.base_model and spec.HasField("seed")):
+        return spec
+    resolved = trainer_pb2.TrainingJobSpec()
+    resolved.CopyFrom(spec)
+    if not resolved.base_model:
+        resolved.base_model = parent.base_model
+    if not resolved.HasField("seed"):
+        resolved.seed = parent.seed
+    return resolved
+
+
+def environment_to_pb(env: dict[str, Any]) -> trainer_pb2.RunEnvironment:
+    return trainer_pb2.RunEnvironment(
+        code_version=str(env.get("code_version", "")),
+        git_commit=str(env.get("git_commit", "")),
+        library_versions={str(k): str(v) for k, v in env.get("library_versions", {}).items()},
+        python_version=str(env.get("python_version", "")),
+        base_weights_sha256=str(env.get("base_weights_sha256", "")),
+        device=str(env.get("device", "")),
+        seed=int(env.get("seed") or 0),
+        base_model=str(env.get("base_model", "")),
     )
 
 

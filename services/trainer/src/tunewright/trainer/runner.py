@@ -27,7 +27,7 @@ import socket
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,7 +35,7 @@ from tunewright.core.artifacts import ArtifactRef, ArtifactStore
 from tunewright.core.errors import PermanentError
 from tunewright.core.ids import new_id, stable_id
 from tunewright.core.plugins import PluginManager
-from tunewright.trainer.jobs import Checkpoint, Job, JobStatus, Progress, Transition
+from tunewright.trainer.jobs import Checkpoint, Job, JobSpec, JobStatus, Progress, Transition
 from tunewright.trainer.launch import child_command
 from tunewright.trainer.preflight import DatasetResolver, Plan, preflight
 from tunewright.trainer.settings import TrainerSettings
@@ -57,6 +57,8 @@ class ModelOutput:
     eos_token: str
     metrics: dict[str, float]
     checkpoints: list[Checkpoint]
+    #: trainer.v1.RunEnvironment's fields (libraries, git commit, base-weight sha256, device)
+    environment: dict[str, Any] = field(default_factory=dict)
 
 
 class JobEvents(Protocol):
@@ -87,9 +89,18 @@ class ModelIndex:
         self._store = store
 
     def model_output(self, model_version_id: str) -> ArtifactRef | None:
+        job = self._producer(model_version_id)
+        return job.output if job is not None else None
+
+    def producer_spec(self, model_version_id: str) -> JobSpec | None:
+        """The spec of the job that trained the version (its base model and seed resolved)."""
+        job = self._producer(model_version_id)
+        return job.spec if job is not None else None
+
+    def _producer(self, model_version_id: str) -> Job | None:
         for job in self._store.list(statuses=[JobStatus.SUCCEEDED], limit=100_000):
             if job.model_version_id == model_version_id and job.output is not None:
-                return job.output
+                return job
         return None
 
 
@@ -215,12 +226,29 @@ class Worker:
             transition(j, JobStatus.CANCELLED, reason)
             return True
 
-        job = self.store.update(job.id, cancel)
-        if job.status is JobStatus.CANCELLED:
+        from tunewright.core.bus import publish_until_acked  # retries only; no nats use here
+
+        # announced first (until NATS takes it), stored after: a job stored as cancelled has
+        # announced it, so a NATS blip cannot leave a pipeline waiting for the fact
+        announced = self.store.get(job.id)
+        if not cancel(announced):
+            return announced
+        await publish_until_acked(
+            lambda: self.events.cancelled(announced, reason=reason),
+            what=f"training job {job.id} cancelled",
+        )
+        changed = False
+
+        def cancel_stored(j: Job) -> bool:
+            nonlocal changed
+            changed = cancel(j)
+            return changed
+
+        job = self.store.update(job.id, cancel_stored)
+        if changed:
             self.store.add_event(
                 job.id, message=f"cancelled: {reason}", kind="status", status=JobStatus.CANCELLED
             )
-            await self.events.cancelled(job, reason=reason)
         return job
 
 
@@ -241,6 +269,7 @@ class _Attempt:
         self._deadline_hit = False
         self._error: tuple[str, str] | None = None
         self._final: dict[str, float] | None = None
+        self._environment: dict[str, Any] = {}
         self._paused = False
         self._metrics_log: list[dict[str, Any]] = []
         self._last_published = 0.0
@@ -467,6 +496,7 @@ class _Attempt:
             await self._on_checkpoint(int(msg["step"]), Path(msg["path"]), msg["metrics"])
         elif kind == "done":
             self._final = {k: float(v) for k, v in msg["metrics"].items()}
+            self._environment = dict(msg.get("environment") or {})
         elif kind == "paused":
             self._paused = True
         elif kind == "error":
@@ -616,6 +646,11 @@ class _Attempt:
             eos_token=eos_token,
             metrics=metrics,
             checkpoints=self.w.store.checkpoints(self.job_id),
+            environment={
+                **self._environment,
+                "seed": spec.seed,
+                "base_model": spec.base_model,
+            },
         )
         self.w.plugins.after_train(
             job=JobView(self.job_id, spec.method, spec.base_model),
@@ -656,6 +691,16 @@ class _Attempt:
             job.error_message = message
             transition(job, JobStatus.FAILED, reason)
 
+        from tunewright.core.bus import publish_until_acked  # retries only; no nats use here
+
+        # announced first (until NATS takes it), stored after: a job stored as failed has
+        # announced it; one interrupted before is still running here, so its redelivered
+        # request runs it again (the fact's message id drops a repeated announcement)
+        announced = self.w.store.get(self.job_id)
+        fail(announced)
+        await publish_until_acked(
+            lambda: self.w.events.failed(announced), what=f"training job {self.job_id} {reason}"
+        )
         self.job = self.w.store.update(self.job_id, fail)
         self.w.store.add_event(
             self.job_id,
@@ -665,7 +710,6 @@ class _Attempt:
             status=JobStatus.FAILED,
         )
         log.warning("training job failed job_id=%s reason=%s", self.job_id, reason)
-        await self.w.events.failed(self.job)
 
 
 def _suffix(ref: ArtifactRef) -> str:

@@ -164,6 +164,9 @@ class NatsJobEvents:
             metrics_log=convert.ref_to_pb(output.metrics_log),
             checkpoints=[convert.checkpoint_to_pb(c) for c in output.checkpoints],
         )
+        if output.environment:
+            msg.environment.CopyFrom(convert.environment_to_pb(output.environment))
+            msg.code_version = msg.environment.code_version
         await self._publish(subjects.TRAINER_JOB_SUCCEEDED, msg, job.id, job)
 
     async def failed(self, job: Job) -> None:
@@ -266,6 +269,14 @@ class Trainer:
             default_checkpoint_every=self.settings.trainer.checkpoint_every_steps,
         )
 
+    def with_parent_defaults(
+        self, spec: trainer_pb2.TrainingJobSpec
+    ) -> trainer_pb2.TrainingJobSpec:
+        """``spec`` with its parent's base model and seed where it leaves them unset."""
+        if not spec.parent_model.id:
+            return spec
+        return convert.with_parent_defaults(spec, self.models.producer_spec(spec.parent_model.id))
+
     def new_job(self, job_id: str, spec: JobSpec, spec_bytes: bytes, status: JobStatus) -> Job:
         now = time.time()
         return Job(
@@ -294,10 +305,9 @@ class Trainer:
 
     async def _accept_outside_request(self, request: events_pb2.TrainerJobRequested) -> None:
         """A request published by another system (not through Submit): validate it here."""
-        spec = convert.spec_from_pb(request.spec)
-        job = self.new_job(
-            request.job_id, spec, request.spec.SerializeToString(), JobStatus.VALIDATING
-        )
+        spec_pb = self.with_parent_defaults(request.spec)
+        spec = convert.spec_from_pb(spec_pb)
+        job = self.new_job(request.job_id, spec, spec_pb.SerializeToString(), JobStatus.VALIDATING)
         job, _ = self.store.create(job)
         result = await self.preflight(spec)
         if result.valid:
@@ -373,7 +383,8 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
     async def ValidateTrainingJob(
         self, request: trainer_pb2.ValidateTrainingJobRequest, context: Any
     ) -> trainer_pb2.ValidateTrainingJobResponse:
-        result = await self.t.preflight(convert.spec_from_pb(request.spec))
+        spec_pb = self.t.with_parent_defaults(request.spec)
+        result = await self.t.preflight(convert.spec_from_pb(spec_pb))
         return trainer_pb2.ValidateTrainingJobResponse(
             valid=result.valid,
             violations=convert.violations_to_pb(result.violations),
@@ -384,7 +395,8 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
     async def SubmitTrainingJob(
         self, request: trainer_pb2.SubmitTrainingJobRequest, context: Any
     ) -> trainer_pb2.SubmitTrainingJobResponse:
-        spec = convert.spec_from_pb(request.spec)
+        spec_pb = self.t.with_parent_defaults(request.spec)
+        spec = convert.spec_from_pb(spec_pb)
         result = await self.t.preflight(spec)
         if not result.valid:
             raise InvalidArgument(
@@ -394,7 +406,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
             )
         job_id = stable_id("job", request.request_id) if request.request_id else new_id("job")
         job = self.t.new_job(
-            job_id, spec, request.spec.SerializeToString(deterministic=True), JobStatus.QUEUED
+            job_id, spec, spec_pb.SerializeToString(deterministic=True), JobStatus.QUEUED
         )
         job, _ = self.t.store.create(job, request_id=request.request_id)
         if job.status is JobStatus.QUEUED:

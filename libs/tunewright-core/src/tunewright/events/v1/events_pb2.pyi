@@ -664,6 +664,7 @@ class TrainerJobSucceeded(_message.Message):
     METRICS_LOG_FIELD_NUMBER: _builtins.int
     CHECKPOINTS_FIELD_NUMBER: _builtins.int
     CODE_VERSION_FIELD_NUMBER: _builtins.int
+    ENVIRONMENT_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     code_version: _builtins.str
     @_builtins.property
@@ -682,6 +683,8 @@ class TrainerJobSucceeded(_message.Message):
 
     @_builtins.property
     def checkpoints(self) -> _containers.RepeatedCompositeFieldContainer[_trainer_pb2.Checkpoint]: ...
+    @_builtins.property
+    def environment(self) -> _trainer_pb2.RunEnvironment: ...
     def __init__(
         self,
         *,
@@ -693,10 +696,11 @@ class TrainerJobSucceeded(_message.Message):
         metrics_log: _common_pb2.ArtifactRef | None = ...,
         checkpoints: _abc.Iterable[_trainer_pb2.Checkpoint] | None = ...,
         code_version: _builtins.str = ...,
+        environment: _trainer_pb2.RunEnvironment | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta", "metrics_log", b"metrics_log", "model_version", b"model_version", "spec", b"spec"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["environment", b"environment", "meta", b"meta", "metrics_log", b"metrics_log", "model_version", b"model_version", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoints", b"checkpoints", "code_version", b"code_version", "job_id", b"job_id", "meta", b"meta", "metrics", b"metrics", "metrics_log", b"metrics_log", "model_version", b"model_version", "spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoints", b"checkpoints", "code_version", b"code_version", "environment", b"environment", "job_id", b"job_id", "meta", b"meta", "metrics", b"metrics", "metrics_log", b"metrics_log", "model_version", b"model_version", "spec", b"spec"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

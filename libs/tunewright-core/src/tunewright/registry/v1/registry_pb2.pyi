@@ -314,6 +314,7 @@ class TrainingRun(_message.Message):
     METRICS_LOG_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
+    ENVIRONMENT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     workspace: _builtins.str
     job_id: _builtins.str
@@ -336,6 +337,10 @@ class TrainingRun(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def finished_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def environment(self) -> _trainer_pb2.RunEnvironment:
+        """libraries, git commit, base-weight sha256, device: with spec and seed, what a rerun needs"""
+
     def __init__(
         self,
         *,
@@ -352,10 +357,11 @@ class TrainingRun(_message.Message):
         metrics_log: _common_pb2.ArtifactRef | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
+        environment: _trainer_pb2.RunEnvironment | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "metrics_log", b"metrics_log", "spec", b"spec"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "environment", b"environment", "finished_at", b"finished_at", "metrics_log", b"metrics_log", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoints", b"checkpoints", "code_version", b"code_version", "created_at", b"created_at", "finished_at", b"finished_at", "history", b"history", "id", b"id", "job_id", b"job_id", "metrics", b"metrics", "metrics_log", b"metrics_log", "seed", b"seed", "spec", b"spec", "status", b"status", "workspace", b"workspace"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoints", b"checkpoints", "code_version", b"code_version", "created_at", b"created_at", "environment", b"environment", "finished_at", b"finished_at", "history", b"history", "id", b"id", "job_id", b"job_id", "metrics", b"metrics", "metrics_log", b"metrics_log", "seed", b"seed", "spec", b"spec", "status", b"status", "workspace", b"workspace"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
