@@ -82,7 +82,16 @@ def test_consumers_point_at_declared_streams_and_subjects() -> None:
         stream = catalog.stream(consumer.stream)
         for subject in consumer.filter_subjects:
             assert subject in stream.subjects, f"{consumer.durable}: {subject} not in {stream.name}"
-        assert consumer.max_deliver > 1 and consumer.backoff_s
+        assert consumer.max_deliver == catalog.UNLIMITED or consumer.max_deliver > 1
+        assert consumer.backoff_s
+
+
+def test_facts_are_never_given_up_on_and_retried_at_most_a_minute_apart() -> None:
+    # other services' state depends on a fact: a long outage must not dead-letter it
+    for consumer in catalog.CONSUMERS:
+        if consumer.stream in ("TW_FACTS", "TW_DLQ"):
+            assert consumer.max_deliver == catalog.UNLIMITED, consumer.durable
+            assert max(consumer.backoff_s) <= 60, consumer.durable
 
 
 def test_subject_strings_are_spelled_only_in_core() -> None:

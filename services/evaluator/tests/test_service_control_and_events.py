@@ -17,6 +17,7 @@ import pytest
 from tunewright.common.v1 import common_pb2
 from tunewright.core import subjects
 from tunewright.core.bus import EventBus, event_meta
+from tunewright.core.errors import FailedPrecondition
 from tunewright.core.logs import JsonFormatter
 from tunewright.core.service import start_service
 from tunewright.core.settings import load_settings
@@ -194,3 +195,67 @@ def _delivery(message: Any) -> Any:
         stream="TW",
         stream_seq=1,
     )
+
+
+class _Outcome:
+    def __init__(self, run: evaluator_pb2.EvaluationRun) -> None:
+        self.run = run
+
+
+@pytest.mark.parametrize("ending", ["completed", "failed"])
+async def test_a_nats_blip_at_the_end_of_a_run_delays_its_fact_but_never_loses_it(
+    ending: str,
+    nats_url: str,
+    nats_blip: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # NATS goes away (for real) as the evaluation finishes, for longer than a publish retries
+    async def finish_in_an_outage(self: Any, run_id: str, spec: Any, progress: Any) -> Any:
+        nats_blip.begin(down_s=4.0)
+        if ending == "failed":
+            raise FailedPrecondition("dataset dv-x has no eval split", reason="NO_EVAL_SPLIT")
+        return _Outcome(
+            evaluator_pb2.EvaluationRun(
+                id=run_id, workspace="default", verdict=evaluator_pb2.GateVerdict(passed=True)
+            )
+        )
+
+    monkeypatch.setattr(evaluator_server.Evaluation, "run", finish_in_an_outage)
+    settings = load_settings(
+        DEFINITION.settings_cls,
+        nats={"url": nats_url, "reconnect_time_wait_s": 0.1},
+        grpc={"port": 0},
+        data_dir=tmp_path,
+    )
+    running = await start_service(DEFINITION, settings)
+    app: Evaluator = running.context.resources["evaluator"]
+    try:
+        request = events_pb2.EvaluatorRunRequested(meta=event_meta(producer="t"), run_id="eval-b")
+        handling = asyncio.create_task(app.on_request(_delivery(request)))
+        await asyncio.sleep(3.0)
+        # not stored as ended while its fact is not out: a redelivery would run it again
+        assert app.store.get("eval-b").status == common_pb2.JOB_STATUS_RUNNING
+        assert not handling.done()
+        await nats_blip.over()
+        await asyncio.wait_for(handling, 60)
+        expected = (
+            common_pb2.JOB_STATUS_SUCCEEDED
+            if ending == "completed"
+            else common_pb2.JOB_STATUS_FAILED
+        )
+        assert app.store.get("eval-b").status == expected
+        subject = (
+            subjects.EVALUATOR_RUN_COMPLETED
+            if ending == "completed"
+            else subjects.EVALUATOR_RUN_FAILED
+        )
+        raw = await running.context.bus.js.get_last_msg("TW_FACTS", subject)
+        fact = (
+            events_pb2.EvaluatorRunCompleted.FromString(raw.data).run.id
+            if ending == "completed"
+            else events_pb2.EvaluatorRunFailed.FromString(raw.data).run_id
+        )
+        assert fact == "eval-b"
+    finally:
+        await running.stop()

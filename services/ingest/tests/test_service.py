@@ -23,6 +23,7 @@ from tunewright.core.bus import EventBus, decode_event
 from tunewright.core.service import RunningService, start_service
 from tunewright.core.settings import load_settings
 from tunewright.events.v1 import events_pb2
+from tunewright.ingest.jobs import TERMINAL
 from tunewright.ingest.pii import PiiEngine
 from tunewright.ingest.server import DEFINITION
 from tunewright.ingest.settings import IngestSettings
@@ -251,3 +252,70 @@ async def test_a_job_id_that_could_escape_its_folders_is_dead_lettered(
         await sub.unsubscribe()
     finally:
         await client.close()
+
+
+async def _ended(stub: Any, job_id: str, wait_s: float = 120) -> ingest_pb2.IngestJob:
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while True:
+        job = (await stub.GetIngestJob(ingest_pb2.GetIngestJobRequest(job_id=job_id))).job
+        if job.status in TERMINAL:
+            return job  # type: ignore[no-any-return]
+        assert asyncio.get_running_loop().time() < deadline, f"job {job_id} did not end"
+        await asyncio.sleep(0.2)
+
+
+async def test_only_uploads_ingest_put_into_the_store_are_deleted(
+    service: RunningService[IngestSettings], nats_url: str, ticketgen: Any, tmp_path: Path
+) -> None:
+    source = ticketgen.write_tickets(tmp_path / "src", 60, seed=3)
+    store = service.context.artifacts
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+        stub = ingest_pb2_grpc.IngestServiceStub(channel)
+        created = await _create(stub, source.read_bytes(), request_id="own-upload")
+        first = await _ended(stub, created.job.id)
+        assert first.status == common_pb2.JOB_STATUS_SUCCEEDED, first.error
+        upload = ArtifactRef.from_uri(created.artifact.uri)
+        for _ in range(50):  # ingest's own upload, finished with: deleted
+            if not await store.exists(upload):
+                break
+            await asyncio.sleep(0.1)
+        assert not await store.exists(upload)
+        report = await stub.GetCurationReport(ingest_pb2.GetCurationReportRequest(job_id=first.id))
+        artifacts = json.loads(await store.get_bytes(ArtifactRef.from_uri(report.report.uri)))
+        train = ArtifactRef.from_uri(artifacts["artifacts"]["train.parquet"])
+        evals = ArtifactRef.from_uri(artifacts["artifacts"]["eval.parquet"])
+
+        # re-ingesting a registered split by reference: the split is not ingest's to delete
+        again = await stub.ImportDataset(
+            ingest_pb2.ImportDatasetRequest(
+                spec=_spec("tickets-again"), source_uri=train.uri, request_id="re-ingest"
+            )
+        )
+        assert (await _ended(stub, again.job.id)).status in TERMINAL
+        assert await store.exists(train)
+        await store.get_bytes(train)  # intact
+
+        # an upload of bytes the store already had (someone downloaded the eval split): kept
+        data = await store.get_bytes(evals)
+        same = await _create(stub, data, request_id="same-bytes")
+        assert same.artifact.uri == evals.uri
+        await _ended(stub, same.job.id)
+        assert await store.exists(evals)
+
+        # a source another service put and named in a request over NATS: kept
+        theirs = await store.put_bytes(source.read_bytes()[:4000], "application/jsonl")
+        client = await EventBus.connect(nats_url, name="other-service")
+        try:
+            spec = _spec("tickets-from-elsewhere")
+            spec.source.uri, spec.source.sha256 = theirs.uri, theirs.sha256
+            await client.publish(
+                subjects.INGEST_DATASET_REQUESTED,
+                events_pb2.IngestDatasetRequested(
+                    meta=common_pb2.EventMeta(event_id="ext-3"), job_id="ext-job-3", spec=spec
+                ),
+                key="ext-job-3",
+            )
+        finally:
+            await client.close()
+        await _ended(stub, "ext-job-3")
+        assert await store.exists(theirs)

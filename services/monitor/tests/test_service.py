@@ -205,3 +205,53 @@ async def test_invalid_traffic_is_dropped_and_a_window_is_uploaded_once(
         assert app.store.windows("mv-3") == []
     finally:
         await monitor.stop()
+
+
+async def test_the_monitor_deletes_the_window_uploads_it_made_once_ingest_is_done(
+    nats_url: str, tmp_path: Path
+) -> None:
+    settings = load_settings(
+        DEFINITION.settings_cls,
+        nats={"url": nats_url},
+        grpc={"port": 0},
+        data_dir=tmp_path,
+        monitor={"window": {"size": 3, "max_wait_s": 0.3}},
+    )
+    monitor = await start_service(DEFINITION, settings)
+    bus, artifacts = monitor.context.bus, monitor.context.artifacts
+    app = monitor.context.resources["monitor"]
+    meta = event_meta(producer="test-ingest", workspace="default")
+    try:
+        items = [traffic.Interaction(f"o{i}", "mv-4", f"question {i}", "answer") for i in range(3)]
+        await app.close_window("default", "mv-4", items)
+        request = await _last(bus, "TW_INGEST_WORK", subjects.INGEST_DATASET_REQUESTED)
+        upload = ArtifactRef.from_uri(request.spec.source.uri)
+        assert await artifacts.exists(upload)
+        # ingest (played here) rejects the window: the monitor's own upload goes
+        rejected = events_pb2.IngestDatasetRejected(meta=meta, job_id=request.job_id)
+        rejected.error.reason = "NO_ACCEPTED_ROWS"
+        await bus.publish(subjects.INGEST_DATASET_REJECTED, rejected, key=request.job_id)
+        for _ in range(100):
+            if not await artifacts.exists(upload):
+                break
+            await asyncio.sleep(0.1)
+        assert not await artifacts.exists(upload)
+
+        # the same bytes were in the store already (someone else's artifact): left alone
+        other = [traffic.Interaction(f"p{i}", "mv-5", f"question {i}", "answer") for i in range(3)]
+        theirs = await artifacts.put_bytes(
+            traffic.window_jsonl(other, app.settings.window.attributes), "application/jsonl"
+        )
+        await app.close_window("default", "mv-5", other)
+        request = await _last(bus, "TW_INGEST_WORK", subjects.INGEST_DATASET_REQUESTED)
+        assert request.spec.source.uri == theirs.uri
+        rejected = events_pb2.IngestDatasetRejected(meta=meta, job_id=request.job_id)
+        await bus.publish(subjects.INGEST_DATASET_REJECTED, rejected, key=request.job_id)
+        for _ in range(50):
+            if app.store.window(request.job_id).status != "pending":
+                break
+            await asyncio.sleep(0.1)
+        assert app.store.window(request.job_id).status == "failed"
+        assert await artifacts.exists(theirs)
+    finally:
+        await monitor.stop()

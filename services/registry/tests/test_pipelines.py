@@ -3,6 +3,8 @@ in order through outbox requests, outputs wired into later stages, the promotion
 
 from __future__ import annotations
 
+from datetime import UTC, timedelta
+
 import pytest
 from registry_builders import (
     curated,
@@ -222,3 +224,86 @@ def test_cancel_stops_the_running_stage_and_asks_its_service_to_cancel(db: Datab
     ingest = _requests(db)[0][1]
     _apply(db, curated(ingest.job_id, dataset_version("dv-1")), "late")  # too late: ignored
     assert _run(db).status == "cancelled"
+
+
+DEADLINES = """
+name: with-deadlines
+stages:
+  - {name: curate, kind: ingest, spec: {dataset: tickets}, deadline_seconds: 60}
+  - name: sft
+    kind: train
+    spec: {method: sft, base_model: tiny:llama-xs, output_model: support-bot,
+           datasets: [{id: "${stages.curate.dataset_version_id}"}]}
+  - {name: review, kind: approve}
+  - {name: ship, kind: promote, alias: production}
+"""
+
+
+def _expire(db: Database, after_s: float, stage: int, default_s: float = 3600) -> list[str]:
+    with db.transaction() as session:
+        started = pipelines.get_run(session, "pipe-1").stages[stage].started_at
+        assert started is not None
+        if started.tzinfo is None:
+            started = started.replace(tzinfo=UTC)
+        runs = pipelines.expire_overdue_stages(
+            session, now=started + timedelta(seconds=after_s), default_deadline_s=default_s
+        )
+        return [r.id for r in runs]
+
+
+def test_a_stage_past_its_deadline_fails_the_run_and_asks_its_service_to_cancel(
+    db: Database,
+) -> None:
+    _start(db, DEADLINES)
+    assert _expire(db, 59, stage=0) == []  # within its own 60 s (not the 3600 s default)
+    assert _expire(db, 61, stage=0) == ["pipe-1"]
+    run = _run(db)
+    assert run.status == "failed" and run.stages[0].status == "failed"
+    assert run.error is not None and run.error["reason"] == "STAGE_DEADLINE_EXCEEDED"
+    assert "stage curate (ingest, job " in run.error["message"]
+    assert "did not end within 60 s" in run.error["message"]
+    with db.transaction() as session:
+        control = [
+            decode_event(r.message_type, r.payload)
+            for r in session.scalars(select(models.OutboxEvent))
+            if r.subject == s.INGEST_CONTROL_REQUESTED
+        ]
+    assert [c.job_id for c in control] == [run.stages[0].job_id]  # type: ignore[attr-defined]
+    assert "deadline exceeded" in control[0].reason  # type: ignore[attr-defined]
+    # the fact that comes after all changes nothing
+    _apply(db, curated(run.stages[0].job_id, dataset_version("dv-1")), "late")
+    assert _run(db).status == "failed" and _run(db).stages[1].status == "queued"
+    assert _expire(db, 10_000, stage=0) == []  # and a failed run is not failed again
+
+
+def test_default_deadline_applies_to_service_stages_but_not_to_approvals(db: Database) -> None:
+    _start(db, DEADLINES)
+    ingest = _requests(db)[0][1]
+    _apply(db, curated(ingest.job_id, dataset_version("dv-1")), "f1")  # type: ignore[attr-defined]
+    train = _requests(db)[1][1]
+    assert _expire(db, 3599, stage=1) == []
+    _apply(
+        db,
+        trainer_succeeded(
+            train.job_id,  # type: ignore[attr-defined]
+            model_version_id="mv-1",
+            method="sft",
+            datasets=["dv-1"],
+        ),
+        "f2",
+    )
+    assert _run(db).stages[2].status == "running"  # waiting for a person
+    assert _expire(db, 30 * 86400, stage=2) == []  # a month: still no deadline
+    assert _run(db).status == "running"
+
+
+def test_deadline_seconds_must_be_a_whole_number_of_seconds() -> None:
+    for bad in ("-1", "1.5", "soon", "true"):
+        spec = DEADLINES.replace("deadline_seconds: 60", f"deadline_seconds: {bad}")
+        with pytest.raises(InvalidArgument) as err:
+            pipelines.parse_spec(spec, {})
+        assert [v.field for v in err.value.field_violations] == ["stages[0].deadline_seconds"]
+    zero = pipelines.parse_spec(
+        DEADLINES.replace("deadline_seconds: 60", "deadline_seconds: 0"), {}
+    )
+    assert zero.stages[0].config["deadline_seconds"] == 0

@@ -15,9 +15,11 @@ import pytest
 from tunewright.common.v1 import common_pb2
 from tunewright.core import subjects
 from tunewright.core.bus import decode_event
+from tunewright.core.errors import FailedPrecondition
 from tunewright.core.service import start_service
-from tunewright.core.settings import load_settings
+from tunewright.core.settings import NatsSettings, load_settings
 from tunewright.synth.server import DEFINITION
+from tunewright.synth.synthetic import SyntheticExamples
 from tunewright.synth.v1 import synth_pb2, synth_pb2_grpc
 
 from . import people
@@ -210,5 +212,45 @@ async def test_a_collection_waiting_for_people_blocks_no_other_job_and_can_be_ca
             cancelled = await _wait_status(stub, slow.id, {common_pb2.JOB_STATUS_CANCELLED})
             assert cancelled.status == common_pb2.JOB_STATUS_CANCELLED
             assert asyncio.get_running_loop().time() - started < 5
+    finally:
+        await service.stop()
+
+
+async def test_a_job_failing_during_a_nats_outage_is_announced_then_stored(
+    nats_url: str, nats_blip: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # NATS goes away (for real) as the job fails, for longer than one publish retries
+    async def fail_in_an_outage(self: Any, *args: Any, **kwargs: Any) -> Any:
+        nats_blip.begin(down_s=4.0)
+        raise FailedPrecondition("seed dataset dsv-seed has no rows", reason="EMPTY_SEED")
+
+    monkeypatch.setattr(SyntheticExamples, "run", fail_in_an_outage)
+    settings = _settings(nats_url, tmp_path).model_copy(
+        update={"nats": NatsSettings(url=nats_url, reconnect_time_wait_s=0.1)}
+    )
+    service = await start_service(DEFINITION, settings)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+            stub = synth_pb2_grpc.SynthServiceStub(channel)
+            job = (await stub.SubmitSynthJob(synth_pb2.SubmitSynthJobRequest(spec=_spec()))).job
+            for _ in range(100):
+                if nats_blip.begun:
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(3.0)
+            # not stored as failed while its fact is not out (a redelivery would ack it)
+            during = (await stub.GetSynthJob(synth_pb2.GetSynthJobRequest(job_id=job.id))).job
+            assert during.status == common_pb2.JOB_STATUS_RUNNING
+            await nats_blip.over()
+            ended = await _wait_status(stub, job.id, {common_pb2.JOB_STATUS_FAILED}, 60)
+            assert ended.status == common_pb2.JOB_STATUS_FAILED
+            assert ended.error.reason == "EMPTY_SEED"
+        sub = await service.context.bus.js.subscribe(
+            subjects.SYNTH_JOB_FAILED, ordered_consumer=True
+        )
+        msg = await sub.next_msg(timeout=10)
+        await sub.unsubscribe()
+        fact = decode_event(msg.headers["Tw-Event-Type"], msg.data)
+        assert fact.job_id == job.id and fact.error.reason == "EMPTY_SEED"  # type: ignore[attr-defined]
     finally:
         await service.stop()

@@ -24,6 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from tunewright.cli.export import ExportError
+from tunewright.cli.dlq import dlq
 from tunewright.cli.export import export as export_model
 from tunewright.cli.pipelines import (
     PipelineError,
@@ -745,6 +746,9 @@ def pii_detect(config: Path | None, data_dir: Path | None) -> None:
         detect.run(sys.stdin, sys.stdout, settings, registries)
     except InvalidArgument as exc:
         raise click.ClickException(str(exc)) from None
+
+
+cli.add_command(dlq)
 
 
 def main() -> None:

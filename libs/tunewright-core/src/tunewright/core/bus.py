@@ -12,7 +12,9 @@ Consumption (:meth:`EventBus.consume`) is at-least-once:
 * handler raises -> ``nak`` with the consumer's backoff; on the ``max_deliver``-th failure,
   or at once for a :class:`tunewright.core.errors.PermanentError` (``InvalidArgument``,
   ``NotFound``, ...), the message is republished to
-  ``tw.dlq.<subject>`` with the reason in headers and terminated;
+  ``tw.dlq.<subject>`` with the reason in headers and terminated. A consumer with
+  ``max_deliver=UNLIMITED`` (the fact consumers) retries every other failure for as long as
+  it takes, at its capped backoff: only a poison message reaches its dead letters;
 * while a handler runs it sends in-progress acks every ``ack_wait / 3``, so long jobs are
   not redelivered, but the message of a killed process is, after ``ack_wait``;
 * :meth:`Subscription.stop` waits a bounded time for in-flight handlers, then cancels them
@@ -23,6 +25,11 @@ acks a redelivered message without running the handler again. That is *effect-on
 when the store's mark is written in the same transaction as the handler's effect (a service
 with a database implements :class:`ProcessedStore` on its own tables); with the KV store, a
 crash between the effect and the mark repeats the effect on redelivery.
+
+Dead letters are redriven (published again on their original subject, see
+:mod:`tunewright.core.dead_letters`) under a new ``Nats-Msg-Id`` with the original id in
+``Tw-Original-Msg-Id``: :attr:`Delivery.msg_id` is that original id, so processed marks and
+``idempotent`` handlers see a redriven message as the one they may already have applied.
 
 Logs carry subjects, message ids, delivery counts and durations, never payloads, and never
 the message of an exception that is not a :class:`~tunewright.core.errors.TunewrightError`
@@ -56,7 +63,7 @@ from nats.js.kv import KeyValue
 from tunewright.common.v1.common_pb2 import EventMeta
 from tunewright.core import catalog
 from tunewright.core import subjects as s
-from tunewright.core.catalog import ConsumerSpec, Retention, StreamSpec
+from tunewright.core.catalog import UNLIMITED, ConsumerSpec, Retention, StreamSpec
 from tunewright.core.errors import InvalidArgument, PermanentError, TunewrightError
 from tunewright.core.ids import new_id
 from tunewright.core.logs import current_correlation_id
@@ -65,6 +72,7 @@ from tunewright.core.settings import NatsSettings
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Message)
+T = TypeVar("T")
 
 #: KV bucket that remembers which messages a consumer has already processed.
 PROCESSED_BUCKET: Final = "TW_PROCESSED"
@@ -84,6 +92,9 @@ _DLQ_RETRY_PAUSES_S: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 0.0)
 _LOOP_ERROR_PAUSE_S: float = 1.0
 # delay before a message whose handler was cancelled at shutdown goes to another worker
 _CANCELLED_NAK_DELAY_S: Final = 0.5
+# publish_until_acked: pause after each failed attempt (the last value repeats); short, so a
+# job's fact goes out within seconds of NATS coming back (each attempt itself retries ~10 s)
+_UNTIL_ACKED_PAUSES_S: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0)
 
 
 class UndecodableMessage(InvalidArgument):
@@ -107,6 +118,53 @@ def event_meta(
     )
     meta.occurred_at.GetCurrentTime()
     return meta
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a later attempt may succeed: NATS unreachable, slow or failing over, or a
+    retryable domain error. A bug (``ValueError`` for a subject the catalog does not know) is
+    not."""
+    if isinstance(error, TunewrightError):
+        return error.retryable
+    return isinstance(error, nats.errors.Error | TimeoutError | ConnectionError)
+
+
+async def publish_until_acked(
+    publish: Callable[[], Awaitable[T]],
+    *,
+    what: str,
+    pauses_s: tuple[float, ...] | None = None,
+) -> T:
+    """Await ``publish()`` until it succeeds; returns its result.
+
+    For the fact that ends a job. A transient failure (:func:`is_transient`) is retried after
+    a pause that grows to 10 s and then repeats, for as long as it takes; any other error is
+    raised at once, and cancellation (shutdown) ends the wait. A service that stores the
+    job's final status only after this returns never keeps a finished job whose fact a NATS
+    blip lost (the request would be acked as done, the pipeline waiting for the fact would
+    wait forever); a job interrupted here is not marked finished, so its redelivered request
+    finishes it again, and the fact's deterministic ``Nats-Msg-Id`` drops a repeat.
+
+    :param what: names the fact in logs (``"trainer job j-1 failed"``).
+    """
+    pauses = pauses_s or _UNTIL_ACKED_PAUSES_S
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return await publish()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            pause = pauses[min(attempt, len(pauses)) - 1]
+            log.warning(
+                "final fact not published what=%s attempt=%d error=%s: retrying in %gs",
+                what,
+                attempt,
+                _error_name(exc),
+                pause,
+            )
+            await asyncio.sleep(pause)
 
 
 def decode_event(event_type: str, data: bytes) -> Message:
@@ -135,7 +193,8 @@ class Delivery:
     subject: str
     data: bytes
     headers: Mapping[str, str]
-    #: ``Nats-Msg-Id``, or ``<stream>:<sequence>`` for a message published without one
+    #: ``Nats-Msg-Id`` (of the first publish, for a redriven message), or
+    #: ``<stream>:<sequence>`` for a message published without one
     msg_id: str
     correlation_id: str | None
     workspace: str | None
@@ -176,7 +235,11 @@ class Delivery:
             subject=msg.subject,
             data=msg.data,
             headers=headers,
-            msg_id=headers.get(s.HEADER_MSG_ID) or f"{stream}:{seq}",
+            msg_id=(
+                headers.get(s.HEADER_ORIGINAL_MSG_ID)
+                or headers.get(s.HEADER_MSG_ID)
+                or f"{stream}:{seq}"
+            ),
             correlation_id=headers.get(s.HEADER_CORRELATION_ID),
             workspace=headers.get(s.HEADER_WORKSPACE),
             num_delivered=int(meta.num_delivered),
@@ -461,7 +524,7 @@ class Subscription:
                 delivery.num_delivered,
                 took_ms,
             )
-        elif isinstance(error, PermanentError) or delivery.num_delivered >= spec.max_deliver:
+        elif isinstance(error, PermanentError) or _exhausted(spec, delivery.num_delivered):
             log.error(
                 "handler failed for good subject=%s msg_id=%s deliveries=%d took_ms=%.1f "
                 "error=%s: dead-lettering",
@@ -522,17 +585,14 @@ class Subscription:
             )
 
     async def _dead_letter(self, msg: Msg, delivery: Delivery, error: Exception) -> None:
-        reason = dead_letter_reason(error)
-        headers = {k: v for k, v in delivery.headers.items() if not k.startswith("Nats-")}
-        headers.update(
-            {
-                # scoped by durable: two consumers may each dead-letter the same fact
-                s.HEADER_MSG_ID: f"dlq:{delivery.durable}:{delivery.msg_id}",
-                s.HEADER_DLQ_ORIGINAL_SUBJECT: delivery.subject,
-                s.HEADER_DLQ_REASON: reason[:_MAX_REASON_CHARS],
-                s.HEADER_DLQ_DELIVERIES: str(delivery.num_delivered),
-                s.HEADER_DLQ_CONSUMER: delivery.durable,
-            }
+        headers = _dead_letter_headers(
+            delivery.headers,
+            subject=delivery.subject,
+            stream=delivery.stream,
+            seq=delivery.stream_seq,
+            durable=delivery.durable,
+            reason=dead_letter_reason(error),
+            deliveries=delivery.num_delivered,
         )
         dlq_subject = s.dead_letter_subject(delivery.subject)
         # keep the message ours while retrying: without in-progress acks the server would
@@ -561,7 +621,7 @@ class Subscription:
             keep_alive.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keep_alive
-        if delivery.num_delivered < self._spec.max_deliver:
+        if not _exhausted(self._spec, delivery.num_delivered):
             # deliveries remain: the server brings it back and we try the DLQ again
             log.error(
                 "dead-letter publish failed subject=%s msg_id=%s deliveries=%d: redelivering",
@@ -857,17 +917,15 @@ class EventBus:
                 return  # already gone (acked late, or removed by limits)
             if raw.subject is None:
                 return
-            headers = {k: v for k, v in (raw.headers or {}).items() if not k.startswith("Nats-")}
-            original_id = (raw.headers or {}).get(s.HEADER_MSG_ID) or f"{stream}:{seq}"
-            headers.update(
-                {
-                    s.HEADER_MSG_ID: f"dlq:{durable}:{original_id}",
-                    s.HEADER_DLQ_ORIGINAL_SUBJECT: raw.subject,
-                    s.HEADER_DLQ_REASON: "MaxDeliveries: no ack or verdict after the last "
-                    "allowed delivery (handler crashed or timed out)",
-                    s.HEADER_DLQ_DELIVERIES: str(deliveries),
-                    s.HEADER_DLQ_CONSUMER: durable,
-                }
+            headers = _dead_letter_headers(
+                raw.headers or {},
+                subject=raw.subject,
+                stream=stream,
+                seq=seq,
+                durable=durable,
+                reason="MaxDeliveries: no ack or verdict after the last allowed delivery "
+                "(handler crashed or timed out)",
+                deliveries=deliveries,
             )
             await self.js.publish(
                 s.dead_letter_subject(raw.subject), raw.data or b"", headers=headers
@@ -875,7 +933,7 @@ class EventBus:
             log.error(
                 "dead-lettered after max deliveries subject=%s msg_id=%s consumer=%s",
                 raw.subject,
-                original_id,
+                headers[s.HEADER_DLQ_MSG_ID],
                 durable,
             )
 
@@ -938,14 +996,56 @@ def _check_consumer_spec(spec: ConsumerSpec) -> None:
         raise ValueError(f"consumer {spec.durable!r}: backoff_s must not be empty")
     if any(delay < 0 for delay in spec.backoff_s):
         raise ValueError(f"consumer {spec.durable!r}: backoff_s must be >= 0, got {spec.backoff_s}")
-    if spec.max_deliver < 1:
+    if spec.max_deliver < 1 and spec.max_deliver != UNLIMITED:
         raise ValueError(
-            f"consumer {spec.durable!r}: max_deliver must be >= 1, got {spec.max_deliver}"
+            f"consumer {spec.durable!r}: max_deliver must be >= 1 or UNLIMITED "
+            f"({UNLIMITED}), got {spec.max_deliver}"
         )
     if not spec.ack_wait_s > 0:
         raise ValueError(
             f"consumer {spec.durable!r}: ack_wait_s must be > 0, got {spec.ack_wait_s}"
         )
+
+
+def _exhausted(spec: ConsumerSpec, num_delivered: int) -> bool:
+    """Whether this was the last delivery the consumer allows (never, for UNLIMITED)."""
+    return spec.max_deliver != UNLIMITED and num_delivered >= spec.max_deliver
+
+
+def _dead_letter_headers(
+    headers: Mapping[str, str],
+    *,
+    subject: str,
+    stream: str,
+    seq: int,
+    durable: str,
+    reason: str,
+    deliveries: int,
+) -> dict[str, str]:
+    """Headers of the dead-letter copy of a message; the handler and the max-deliveries
+    watcher build the same ones, so JetStream stores the copy once whoever sends it."""
+    published_id = headers.get(s.HEADER_MSG_ID) or f"{stream}:{seq}"
+    known_as = headers.get(s.HEADER_ORIGINAL_MSG_ID) or published_id
+    out = {
+        k: v
+        for k, v in headers.items()
+        if not k.startswith("Nats-") and k != s.HEADER_ORIGINAL_MSG_ID
+    }
+    out.update(
+        {
+            # scoped by durable (two consumers may each dead-letter the same fact) and built
+            # from the id this copy was published under, so a redriven message that fails
+            # again is stored again instead of being dropped as a duplicate of its first
+            # dead letter
+            s.HEADER_MSG_ID: f"dlq:{durable}:{published_id}",
+            s.HEADER_DLQ_MSG_ID: known_as,
+            s.HEADER_DLQ_ORIGINAL_SUBJECT: subject,
+            s.HEADER_DLQ_REASON: reason[:_MAX_REASON_CHARS],
+            s.HEADER_DLQ_DELIVERIES: str(deliveries),
+            s.HEADER_DLQ_CONSUMER: durable,
+        }
+    )
+    return out
 
 
 def _error_name(error: BaseException) -> str:
@@ -1028,6 +1128,8 @@ __all__ = [
     "decode_event",
     "event_meta",
     "idempotent",
+    "is_transient",
     "message_id",
     "processed_key",
+    "publish_until_acked",
 ]

@@ -31,6 +31,14 @@ class StreamSpec:
     duplicate_window_s: float = 3600
 
 
+#: ``ConsumerSpec.max_deliver`` of a consumer that never gives up on a retryable failure
+UNLIMITED = -1
+#: backoff of the unlimited consumers: quick first retries, then once a minute at most, so an
+#: outage of any length (a database down for an hour) is retried through and ends within a
+#: minute of recovery
+CAPPED_BACKOFF_S: tuple[float, ...] = (1.0, 5.0, 15.0, 30.0, 60.0)
+
+
 @dataclass(frozen=True, slots=True)
 class ConsumerSpec:
     """A durable pull consumer. Several processes binding the same durable share its work."""
@@ -42,6 +50,10 @@ class ConsumerSpec:
     # how long the server waits for an ack before redelivering (a crashed handler); live
     # handlers extend it with in-progress acks, so it need not cover a whole job
     ack_wait_s: float = 60
+    # deliveries before a failing message is dead-lettered; UNLIMITED: retried until it
+    # succeeds (only a PermanentError dead-letters it). A work request may give up: its
+    # dead letter fails the pipeline stage waiting for it. A fact may not: other services'
+    # state depends on it, so losing it to a long outage would leave them waiting forever.
     max_deliver: int = 5
     # delay before the n-th redelivery after a handler error (last value repeats)
     backoff_s: tuple[float, ...] = field(default=(1.0, 5.0, 30.0, 120.0))
@@ -207,20 +219,30 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
         description="trainer workers (one job per worker at a time)",
     ),
     ConsumerSpec("TW_EVALUATOR_WORK", "evaluator-worker", description="evaluator workers"),
+    # the registry's consumers only fail on its database (or on a bad message, which is a
+    # PermanentError): retried through an outage of any length instead of dead-lettered
     ConsumerSpec(
-        "TW_PIPELINE_WORK", "pipeline-worker", description="registry: start submitted pipeline runs"
+        "TW_PIPELINE_WORK",
+        "pipeline-worker",
+        max_deliver=UNLIMITED,
+        backoff_s=CAPPED_BACKOFF_S,
+        description="registry: start submitted pipeline runs",
     ),
     # one durable, one writer: a fact is recorded and the pipelines it concerns are advanced in
     # the same database transaction, so a pipeline never sees a fact the registry has not stored
     ConsumerSpec(
         "TW_FACTS",
         "registry-facts",
+        max_deliver=UNLIMITED,
+        backoff_s=CAPPED_BACKOFF_S,
         description="registry: record every fact and advance pipelines (idempotently)",
     ),
     # a stage whose request a service dead-lettered would otherwise wait forever
     ConsumerSpec(
         "TW_DLQ",
         "registry-dead-letters",
+        max_deliver=UNLIMITED,
+        backoff_s=CAPPED_BACKOFF_S,
         description="registry: fail pipeline stages whose request was dead-lettered",
     ),
     # the only reader of raw traffic: a message stays unacked (in-progress) until the window
@@ -243,6 +265,9 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
             s.EVALUATOR_RUN_COMPLETED,
             s.EVALUATOR_RUN_FAILED,
         ),
+        # a lost curated fact would leave its window pending (and its raw upload) for good
+        max_deliver=UNLIMITED,
+        backoff_s=CAPPED_BACKOFF_S,
         description="monitor: scrubbed traffic windows to analyse, canary evaluation results",
     ),
 )

@@ -87,3 +87,11 @@ HEADER_DLQ_DELIVERIES: Final = "Tw-Dlq-Deliveries"
 HEADER_DLQ_ORIGINAL_SUBJECT: Final = "Tw-Dlq-Original-Subject"
 # the durable that gave up on the message
 HEADER_DLQ_CONSUMER: Final = "Tw-Dlq-Consumer"
+# the id consumers knew the dead-lettered message by (its Nats-Msg-Id, or its original one)
+HEADER_DLQ_MSG_ID: Final = "Tw-Dlq-Msg-Id"
+# A message redriven from the dead-letter stream is published again under a new Nats-Msg-Id
+# (JetStream would drop the original id as a duplicate for the stream's duplicate window);
+# these carry the id consumers know it by, so their processed marks still recognise it, and
+# how many times it was redriven.
+HEADER_ORIGINAL_MSG_ID: Final = "Tw-Original-Msg-Id"
+HEADER_REDRIVES: Final = "Tw-Redrives"

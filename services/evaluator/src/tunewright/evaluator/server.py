@@ -3,7 +3,11 @@
 ``SubmitEvaluationRun`` validates the spec, records the run as queued and publishes
 ``tw.evaluator.run.requested`` (the same path as a request from another system); the
 ``evaluator-worker`` consumer runs it and publishes ``tw.evaluator.run.completed`` (the run with
-its metrics, deltas, verdict and report refs; the registry records it) or ``.failed``.
+its metrics, deltas, verdict and report refs; the registry records it) or ``.failed``. That
+final fact is published before the run is stored as ended, retried until NATS takes it: a run
+stored as ended has announced it (a NATS blip at the end cannot leave a pipeline waiting for a
+fact never sent), and a run interrupted before that is still running, so its redelivered
+request runs it again (the fact's deterministic message id drops a repeat).
 
 ``CancelEvaluationRun`` cancels a queued run on the spot and asks a running one to stop with a
 ``tw.evaluator.control.requested`` that every evaluator process reads (a background listener);
@@ -36,7 +40,7 @@ from nats.js import api as js_api
 
 from tunewright.common.v1 import common_pb2
 from tunewright.core import subjects
-from tunewright.core.bus import Delivery, event_meta
+from tunewright.core.bus import Delivery, event_meta, publish_until_acked
 from tunewright.core.errors import FailedPrecondition, NotFound, TunewrightError
 from tunewright.core.ids import new_id, stable_id
 from tunewright.core.logs import format_exception_redacted
@@ -188,6 +192,10 @@ class Evaluator(evaluator_pb2_grpc.EvaluatorServiceServicer):
     def _transition(self, run: evaluator_pb2.EvaluationRun, status: int, reason: str = "") -> None:
         """Change a run's status, store it, and record the change as an event of the run."""
         _status(run, status, reason)
+        self._record(run, status, reason)
+
+    def _record(self, run: evaluator_pb2.EvaluationRun, status: int, reason: str = "") -> None:
+        """Store a run whose status was changed to ``status``, with the change as an event."""
         self.store.put(run)
         name = common_pb2.JobStatus.Name(status).removeprefix("JOB_STATUS_").lower()  # type: ignore[arg-type]
         level = (
@@ -204,19 +212,26 @@ class Evaluator(evaluator_pb2_grpc.EvaluatorServiceServicer):
             meta=event_meta(producer=PRODUCER, workspace=run.workspace), run_id=run.id
         )
         failed.error.CopyFrom(run.error)
-        await self.context.bus.publish(subjects.EVALUATOR_RUN_FAILED, failed, key=run.id)
+        await publish_until_acked(
+            lambda: self.context.bus.publish(subjects.EVALUATOR_RUN_FAILED, failed, key=run.id),
+            what=f"evaluation {run.id} {run.error.reason}",
+        )
+
+    async def _end(self, run: evaluator_pb2.EvaluationRun, status: int, reason: str) -> None:
+        """Announce the end (until NATS takes it), then store it: never the other way."""
+        _status(run, status, reason)
+        await self._publish_failed(run)
+        self._record(run, status, reason)
 
     async def _fail(self, run: evaluator_pb2.EvaluationRun, reason: str, message: str) -> None:
         run.error.reason, run.error.message = reason, message
         run.finished_at.GetCurrentTime()
-        self._transition(run, common_pb2.JOB_STATUS_FAILED, reason)
-        await self._publish_failed(run)
+        await self._end(run, common_pb2.JOB_STATUS_FAILED, reason)
 
     async def _cancel_here(self, run: evaluator_pb2.EvaluationRun, reason: str) -> None:
         run.error.reason, run.error.message = CANCELLED, reason
         run.finished_at.GetCurrentTime()
-        self._transition(run, common_pb2.JOB_STATUS_CANCELLED, reason)
-        await self._publish_failed(run)
+        await self._end(run, common_pb2.JOB_STATUS_CANCELLED, reason)
 
     # --- gRPC ---
 
@@ -446,14 +461,18 @@ class Evaluator(evaluator_pb2_grpc.EvaluatorServiceServicer):
         done = outcome.run
         done.created_at.CopyFrom(run.created_at)
         done.history.extend(run.history)
-        self._transition(done, common_pb2.JOB_STATUS_SUCCEEDED)
-        await self.context.bus.publish(
-            subjects.EVALUATOR_RUN_COMPLETED,
-            events_pb2.EvaluatorRunCompleted(
-                meta=event_meta(producer=PRODUCER, workspace=workspace), run=done
-            ),
-            key=run_id,
+        _status(done, common_pb2.JOB_STATUS_SUCCEEDED)
+        completed = events_pb2.EvaluatorRunCompleted(
+            meta=event_meta(producer=PRODUCER, workspace=workspace), run=done
         )
+        # announced first, then stored as ended (see the module docstring)
+        await publish_until_acked(
+            lambda: self.context.bus.publish(
+                subjects.EVALUATOR_RUN_COMPLETED, completed, key=run_id
+            ),
+            what=f"evaluation {run_id} completed",
+        )
+        self._record(done, common_pb2.JOB_STATUS_SUCCEEDED)
         log.info("evaluation done run_id=%s passed=%s", run_id, done.verdict.passed)
 
 

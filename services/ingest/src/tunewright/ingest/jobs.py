@@ -8,10 +8,17 @@ row here also keeps the PII audit reference and the published ``DatasetVersion``
 events also go out on NATS (``tw.ingest.job.progressed``). Workers that share the data dir
 (one host) share the state; a multi-host deployment would point every worker at one database
 (future work).
+
+The store also keeps which raw sources ingest *owns*: content its own upload or file import
+put into the artifact store (the content was not there before). The store is shared by every
+service and content-addressed, so the same bytes may be a registered dataset split, a model's
+file or another service's upload: ingest deletes a finished job's source only when it owns it
+(see :meth:`IngestWorker._delete_source <tunewright.ingest.worker.IngestWorker>`).
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from tunewright.common.v1 import common_pb2
@@ -31,6 +38,25 @@ class JobStore(job_store.JobStore[ingest_pb2.IngestJob]):
             kind="ingest",
             extra_columns=("pii_audit BLOB", "dataset_version BLOB"),
         )
+        self._query(
+            "CREATE TABLE IF NOT EXISTS owned_sources "
+            "(sha256 TEXT PRIMARY KEY, claimed_at REAL NOT NULL)"
+        )
+
+    # --- sources ingest owns ---
+    def claim_source(self, sha256: str) -> None:
+        """Record that ingest put ``sha256`` into the artifact store (it was not there)."""
+        self._query(
+            "INSERT OR IGNORE INTO owned_sources (sha256, claimed_at) VALUES (?, ?)",
+            (sha256, time.time()),
+        )
+
+    def owns_source(self, sha256: str) -> bool:
+        return bool(self._query("SELECT 1 FROM owned_sources WHERE sha256 = ?", (sha256,)))
+
+    def disown_source(self, sha256: str) -> None:
+        """Ingest no longer treats ``sha256`` as a disposable upload (deleted, or published)."""
+        self._query("DELETE FROM owned_sources WHERE sha256 = ?", (sha256,))
 
     def source_in_use(self, sha256: str, *, besides: str) -> bool:
         """Whether a queued or running job other than ``besides`` reads the source ``sha256``."""

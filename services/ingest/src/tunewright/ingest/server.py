@@ -6,6 +6,11 @@ and publishes ``tw.ingest.dataset.requested``; the ``ingest-worker`` consumer
 (:mod:`tunewright.ingest.worker`) does the work, exactly as for a request another system
 publishes. The servicer is thin: pb -> domain (:mod:`tunewright.ingest.convert`) -> pb;
 domain errors become status codes in the core's error interceptor.
+
+An upload or a ``file://`` import whose content was not in the artifact store yet is owned by
+ingest (recorded in the job store): the raw bytes are deleted once no job needs them. A source
+given by reference (``tw-artifact:``), or an upload of bytes the store already had (a
+registered split, another service's file), belongs to someone else and is never deleted here.
 """
 
 from __future__ import annotations
@@ -79,10 +84,18 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                     "upload sha256 differs from the header's", reason="UPLOAD_HASH_MISMATCH"
                 )
             media = header.media_type or convert.media_type_for(header.filename)
-            ref = await self.ctx.artifacts.put_file(path, media)
+            ref = await self._put_owned(path, media, digest.hexdigest())
         finally:
             path.unlink(missing_ok=True)
         return ref, size
+
+    async def _put_owned(self, path: Path, media_type: str, sha256: str) -> ArtifactRef:
+        """Store raw source bytes; ingest owns them only if this put created the artifact."""
+        existed = await self.ctx.artifacts.exists(ArtifactRef(sha256))
+        ref = await self.ctx.artifacts.put_file(path, media_type)
+        if not existed:
+            self.jobs.claim_source(ref.sha256)
+        return ref
 
     @staticmethod
     async def _chunks(requests: AsyncIterator[Any]) -> AsyncIterator[bytes]:
@@ -167,14 +180,20 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             )
         if not await asyncio.to_thread(path.is_file):
             raise NotFound(f"no file at {uri}", reason="SOURCE_NOT_FOUND")
-        return await self.ctx.artifacts.put_file(path, convert.media_type_for(path.name))
+        return await self._put_owned(
+            path, convert.media_type_for(path.name), await asyncio.to_thread(_sha256_of, path)
+        )
 
     async def _discard(self, ref: ArtifactRef) -> None:
-        """Drop raw bytes no queued or running job will read (raw rows must not linger)."""
-        if self.settings.ingest.delete_sources and not self.jobs.source_in_use(
-            ref.sha256, besides=""
+        """Drop raw bytes ingest owns and no queued or running job will read (raw rows must
+        not linger); anything else in the store is someone else's."""
+        if (
+            self.settings.ingest.delete_sources
+            and self.jobs.owns_source(ref.sha256)
+            and not self.jobs.source_in_use(ref.sha256, besides="")
         ):
             await self.ctx.artifacts.delete(ref)
+            self.jobs.disown_source(ref.sha256)
 
     # --- jobs ---
     def _validate(self, spec: ingest_pb2.IngestSpec, *, check_source: bool) -> None:
@@ -265,6 +284,14 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         return ingest_pb2.GetCurationReportResponse(
             counts=job.counts, report=job.curation_report, pii_audit=audit
         )
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _resolve(path: Path, roots: list[Path]) -> tuple[Path, list[Path]]:

@@ -92,7 +92,8 @@ class IngestSection(SettingsSection):
         description=(
             "Delete a job's raw source from the artifact store once the job has finished (and "
             "no queued or running job uses it): the quarantine stays the only place raw rows "
-            "persist."
+            "persist. Only sources ingest owns (an upload or file import of content the store "
+            "did not have): a source named by reference is someone else's artifact."
         ),
     )
     max_upload_bytes: int = Field(

@@ -7,6 +7,13 @@ recorded on arrival). The worker fetches the source from the artifact store, run
 outputs, and publishes ``tw.ingest.dataset.curated`` with the dataset version, or
 ``tw.ingest.dataset.rejected`` with the reason. A redelivered request for a finished job is
 acked without running again.
+
+Once a job is over its raw source is deleted, if ingest owns it (its own upload or import put
+the bytes into the store, see :mod:`tunewright.ingest.server`) and no queued or running job
+reads it. Never otherwise: the artifact store is content-addressed and shared, so a source
+named by reference (a registered split being re-ingested, another service's upload, a
+pipeline parameter) is someone else's artifact. A service that hands ingest a temporary upload
+deletes it itself once ingest is done (the monitor's traffic windows, synth's rows).
 """
 
 from __future__ import annotations
@@ -216,17 +223,22 @@ class IngestWorker:
         await self._delete_source(job)
 
     async def _delete_source(self, job: ingest_pb2.IngestJob) -> None:
-        """The raw upload goes once the job is over; the quarantine keeps the rows that failed."""
+        """The raw upload goes once the job is over (the quarantine keeps the rows that
+        failed), if ingest owns it and no other live job reads it."""
         if not self.settings.ingest.delete_sources or job.status not in TERMINAL:
             return
         try:
             ref = convert.ref_from_pb(job.spec.source, "spec.source")
         except InvalidArgument:
             return
+        if not self.jobs.owns_source(ref.sha256):
+            log.debug("source kept: not ingest's own upload job_id=%s", job.id)
+            return
         if self.jobs.source_in_use(ref.sha256, besides=job.id):
             return
         if await self.context.artifacts.delete(ref):
             log.info("deleted the raw source of a finished job job_id=%s", job.id)
+        self.jobs.disown_source(ref.sha256)
 
     async def _scrubber(self, config: CurationConfig) -> DatasetScrubber | None:
         if config.pii is None:
@@ -271,6 +283,8 @@ class IngestWorker:
             "row_log.jsonl",
         ):
             refs[name] = await store.put_file(result.files[name], convert.media_type_for(name))
+            # the same bytes as an upload ingest owns: now a dataset artifact, never deleted
+            self.jobs.disown_source(refs[name].sha256)
         # the report names the artifacts it describes (the row log holds every row's fate)
         report = dict(result.report)
         report["artifacts"] = {name: ref.uri for name, ref in refs.items()}
@@ -279,6 +293,7 @@ class IngestWorker:
             report_path.write_text, json.dumps(report, indent=2, sort_keys=True)
         )
         refs["report.json"] = await store.put_file(report_path, "application/json")
+        self.jobs.disown_source(refs["report.json"].sha256)
         version = convert.dataset_version(
             job_id=job.id, spec=job.spec, workspace=job.workspace, result=result, refs=refs
         )

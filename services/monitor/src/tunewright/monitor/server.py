@@ -6,8 +6,9 @@ Production traffic in, drift detections out:
    which publishes the same event). The ``monitor-traffic`` durable collects them into windows
    per model version; a closed window goes to ingest as a JSONL artifact with an
    ``tw.ingest.dataset.requested`` event (job id = window id), and only then are its messages
-   acknowledged. Raw text therefore lives in the bounded TW_TRAFFIC stream and in the upload
-   ingest deletes after the job, never in the monitor.
+   acknowledged. Raw text therefore lives in the bounded TW_TRAFFIC stream and in the upload,
+   which the monitor deletes once ingest has finished the window's job (ingest deletes only
+   uploads it made itself), never in the monitor's own state.
 2. Ingest scrubs PII and publishes ``tw.ingest.dataset.curated``; the ``monitor-facts`` durable
    reads the scrubbed window back and runs the drift detector plugins on it against the
    model's training data (registry lineage) and its first windows.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import sys
@@ -139,7 +141,11 @@ class Monitor:
             return
         times = sorted(i.at for i in items if i.at)
         data = traffic.window_jsonl(items, self.settings.window.attributes)
+        # ours to delete only if this put creates it: the store is content-addressed and shared
+        existed = await self.context.artifacts.exists(ArtifactRef(hashlib.sha256(data).hexdigest()))
         ref = await self.context.artifacts.put_bytes(data, JSONL)
+        if not existed:
+            self.store.own_upload(window_id, ref.sha256)
         added = self.store.add_window(
             Window(
                 id=window_id,
@@ -183,8 +189,10 @@ class Monitor:
                 # starts again from nothing (a pending window from an earlier try may have a
                 # job in flight that owns the same content-addressed upload: left alone)
                 self.store.drop_pending_window(window_id)
-                with contextlib.suppress(Exception):
-                    await self.context.artifacts.delete(ref)
+                if not existed:
+                    with contextlib.suppress(Exception):
+                        await self.context.artifacts.delete(ref)
+                    self.store.forget_upload(window_id)
             raise
         log.info(
             "traffic window closed window_id=%s model_version_id=%s interaction_count=%s",
@@ -195,8 +203,20 @@ class Monitor:
 
     # --- 2. scrubbed windows -> detectors ---
 
+    async def _delete_window_upload(self, window_id: str) -> None:
+        """Ingest has finished the window's job: its raw upload goes (if the monitor put it)."""
+        sha256 = self.store.owned_upload(window_id)
+        if sha256 is None:
+            return
+        await self.context.artifacts.delete(ArtifactRef(sha256))
+        self.store.forget_upload(window_id)
+        log.info("raw window upload deleted window_id=%s", window_id)
+
     async def on_fact(self, delivery: Delivery) -> None:
         message = delivery.decode()
+        if isinstance(message, events_pb2.IngestDatasetCurated | events_pb2.IngestDatasetRejected):
+            # first: raw text goes as soon as ingest is done with it, whatever comes next
+            await self._delete_window_upload(message.job_id)
         if isinstance(message, events_pb2.IngestDatasetCurated):
             window = self.store.window(message.job_id)
             if window is not None and window.status == "pending":

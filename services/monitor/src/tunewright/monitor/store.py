@@ -39,6 +39,12 @@ CREATE TABLE IF NOT EXISTS detections (
   pipeline_run_id TEXT NOT NULL DEFAULT '',
   created_at TEXT NOT NULL
 );
+-- raw window uploads the monitor put into the artifact store (they were not there): deleted
+-- by the monitor once ingest has finished the window's job
+CREATE TABLE IF NOT EXISTS window_uploads (
+  window_id TEXT PRIMARY KEY,
+  sha256 TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS canaries (
   run_id TEXT PRIMARY KEY,
   workspace TEXT NOT NULL,
@@ -121,6 +127,25 @@ class MonitorStore:
             self._db.execute(
                 "DELETE FROM windows WHERE id = ? AND status = 'pending'", (window_id,)
             )
+
+    def own_upload(self, window_id: str, sha256: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO window_uploads (window_id, sha256) VALUES (?, ?)",
+                (window_id, sha256),
+            )
+
+    def owned_upload(self, window_id: str) -> str | None:
+        """The sha256 of the window's raw upload, if the monitor put it and still owns it."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT sha256 FROM window_uploads WHERE window_id = ?", (window_id,)
+            ).fetchone()
+        return str(row[0]) if row else None
+
+    def forget_upload(self, window_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM window_uploads WHERE window_id = ?", (window_id,))
 
     def window(self, window_id: str) -> Window | None:
         with self._lock:

@@ -30,6 +30,13 @@ continues from the database after restart. A ``promote`` stage runs inside the r
 An ``approve`` stage is a human gate: it waits (status running) until someone decides it with
 :func:`approve_stage` (the ``ApprovePipelineStage`` RPC); approval lets the run go on, a
 rejection fails the stage and the run with reason ``APPROVAL_REJECTED``. Both are audited.
+
+Every stage may set ``deadline_seconds`` (a whole number; 0 = none): a stage still running
+that long after it started fails, and with it the run, with reason ``STAGE_DEADLINE_EXCEEDED``,
+and its service is asked to cancel the job (:func:`expire_overdue_stages`, which the registry
+runs periodically). Without it a stage gets the registry's ``stage_deadline_s`` setting, and an
+``approve`` stage none (people take their time). This is what ends a run whose service is gone
+or whose final fact never came, instead of leaving it running forever.
 """
 
 from __future__ import annotations
@@ -61,6 +68,7 @@ from tunewright.synth.v1 import synth_pb2
 from tunewright.trainer.v1 import trainer_pb2
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+DEADLINE_KEY = "deadline_seconds"
 REF_RE = re.compile(r"\$\{([a-z]+)\.([A-Za-z0-9_.-]+)\}")
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -228,10 +236,17 @@ def parse_spec(spec_yaml: str, parameters: dict[str, str]) -> PipelineSpec:
         allowed = {
             "promote": {"name", "kind", "alias", "model"},
             "approve": {"name", "kind", "message"},
-        }.get(kind, {"name", "kind", "spec"})
+        }.get(kind, {"name", "kind", "spec"}) | {DEADLINE_KEY}
         for key in sorted(set(raw) - allowed):
             bad.append(FieldViolation(f"{where}.{key}", f"unknown key for a {kind} stage"))
         config = {k: v for k, v in raw.items() if k not in ("name", "kind")}
+        deadline = raw.get(DEADLINE_KEY, 0)
+        if isinstance(deadline, bool) or not isinstance(deadline, int) or deadline < 0:
+            bad.append(
+                FieldViolation(
+                    f"{where}.{DEADLINE_KEY}", "must be a whole number of seconds >= 0 (0: none)"
+                )
+            )
         bad += _check_refs(config, f"{where}", outputs, parameters)
         if kind == "promote":
             if not isinstance(raw.get("alias"), str) or not re.match(
@@ -599,19 +614,79 @@ def cancel_run(session: Session, run_id: str, reason: str) -> models.PipelineRun
         return run
     for stage in run.stages:
         if stage.status == "running":
-            kind = KINDS[stage.kind]
-            if kind.cancel is not None:
-                meta = event_meta(producer=PRODUCER, workspace=run.workspace, correlation_id=run.id)
-                enqueue(
-                    session,
-                    kind.control_subject,
-                    kind.cancel(meta, stage.job_id, reason),
-                    key=f"cancel-{stage.job_id}",
-                    workspace=run.workspace,
-                )
+            _ask_to_cancel(session, run, stage, reason)
             _complete_stage(session, run, stage, "cancelled", {}, None)
     _finish(session, run, "cancelled", {"reason": "CANCELLED", "message": reason or "cancelled"})
     return run
+
+
+def _ask_to_cancel(
+    session: Session, run: models.PipelineRun, stage: models.PipelineStage, reason: str
+) -> None:
+    """Ask the service running the stage's job to stop it (nothing for in-registry stages)."""
+    kind = KINDS[stage.kind]
+    if kind.cancel is None:
+        return
+    meta = event_meta(producer=PRODUCER, workspace=run.workspace, correlation_id=run.id)
+    enqueue(
+        session,
+        kind.control_subject,
+        kind.cancel(meta, stage.job_id, reason),
+        key=f"cancel-{stage.job_id}",
+        workspace=run.workspace,
+    )
+
+
+# --- deadlines -----------------------------------------------------------------------------
+
+
+def stage_deadline_s(stage: models.PipelineStage, default_s: float) -> float | None:
+    """Seconds the stage may run: its ``deadline_seconds``, else ``default_s`` (none for an
+    approve stage); None when it has no deadline."""
+    own = stage.config.get(DEADLINE_KEY)
+    if own is not None:
+        return float(own) or None
+    if stage.kind == "approve":
+        return None
+    return default_s or None
+
+
+def expire_overdue_stages(
+    session: Session, *, now: datetime, default_deadline_s: float
+) -> list[models.PipelineRun]:
+    """Fail every running stage past its deadline, and its run; returns the runs failed.
+
+    The stage's service is asked to cancel the job, and a fact that still comes for it later
+    changes nothing (the stage is no longer running).
+    """
+    failed = []
+    running = session.scalars(
+        select(models.PipelineStage)
+        .where(models.PipelineStage.status == "running")
+        .order_by(models.PipelineStage.run_id, models.PipelineStage.position)
+    )
+    for stage in list(running):
+        deadline = stage_deadline_s(stage, default_deadline_s)
+        if deadline is None or stage.started_at is None:
+            continue
+        started = stage.started_at
+        if started.tzinfo is None:  # SQLite hands back naive datetimes (stored as UTC)
+            started = started.replace(tzinfo=UTC)
+        if (now - started).total_seconds() < deadline:
+            continue
+        run = session.get(models.PipelineRun, stage.run_id)
+        if run is None or run.status in TERMINAL:
+            continue
+        message = (
+            f"stage {stage.name} ({stage.kind}, job {stage.job_id}) did not end within "
+            f"{deadline:g} s of starting: its service may be down, or its final fact was lost"
+        )
+        _ask_to_cancel(session, run, stage, f"pipeline stage deadline exceeded: {message}")
+        detail = common_pb2.ErrorDetail(reason="STAGE_DEADLINE_EXCEEDED", message=message)
+        _complete_stage(session, run, stage, "failed", {}, convert.to_json(detail))
+        advance(session, run)
+        failed.append(run)
+    return failed
 
 
 # --- events --------------------------------------------------------------------------------

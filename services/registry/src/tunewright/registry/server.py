@@ -2,7 +2,11 @@
 
 Owns datasets, runs, models, evaluations, lineage, promotion and pipeline runs. One database
 (migrated at start), one writer of facts (``registry-facts``), the pipeline worker
-(``pipeline-worker``) and the outbox publisher loop.
+(``pipeline-worker``), the outbox publisher loop and the stage-deadline loop.
+
+A handler that cannot reach the database raises ``Unavailable`` (see :mod:`.db`): its consumer
+retries without a delivery limit (catalog), so a fact waits out a database outage of any
+length and is applied once when the database is back.
 """
 
 from __future__ import annotations
@@ -12,10 +16,11 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from tunewright.core import subjects
 from tunewright.core.bus import Delivery
-from tunewright.core.errors import InvalidArgument
+from tunewright.core.errors import InvalidArgument, Unavailable
 from tunewright.core.service import Consumer, GrpcBinding, ServiceContext, ServiceDefinition
 from tunewright.core.service import main as run_service_main
 from tunewright.events.v1 import events_pb2
@@ -36,9 +41,33 @@ class Registry:
 
     db: Database
     outbox: OutboxPublisher
+    #: a running stage's deadline when its spec sets none (RegistrySection.stage_deadline_s)
+    stage_deadline_s: float = 48 * 3600.0
+    deadline_check_s: float = 30.0
 
     def _applied(self) -> None:
         self.outbox.wake.set()
+
+    def expire_overdue_stages(self, now: datetime | None = None) -> list[str]:
+        """Fail the pipeline runs whose running stage is past its deadline (their ids)."""
+        with self.db.transaction() as session:
+            runs = pipelines.expire_overdue_stages(
+                session, now=now or datetime.now(UTC), default_deadline_s=self.stage_deadline_s
+            )
+            return [run.id for run in runs]
+
+    async def deadlines(self) -> None:
+        """Check stage deadlines forever (until cancelled)."""
+        while True:
+            await asyncio.sleep(self.deadline_check_s)
+            try:
+                expired = await asyncio.to_thread(self.expire_overdue_stages)
+            except Unavailable as exc:  # the next round tries again
+                log.warning("stage deadlines not checked: %s", exc.message)
+                continue
+            if expired:
+                log.warning("pipeline runs failed by a stage deadline run_ids=%s", expired)
+                self._applied()
 
     async def on_fact(self, delivery: Delivery) -> None:
         message = delivery.decode()
@@ -114,12 +143,20 @@ def registry(context: ServiceContext[RegistrySettings]) -> Registry:
     existing = context.resources.get("registry")
     if isinstance(existing, Registry):
         return existing
-    db = Database(context.settings.database_url())
-    migrate(db.engine)
-    outbox = OutboxPublisher(
-        db, context.bus.publish, poll_s=context.settings.registry.outbox_poll_s
+    section = context.settings.registry
+    db = Database(
+        context.settings.database_url(),
+        connect_timeout_s=section.db_connect_timeout_s,
+        statement_timeout_s=section.db_statement_timeout_s,
     )
-    app = Registry(db=db, outbox=outbox)
+    migrate(db.engine)
+    outbox = OutboxPublisher(db, context.bus.publish, poll_s=section.outbox_poll_s)
+    app = Registry(
+        db=db,
+        outbox=outbox,
+        stage_deadline_s=section.stage_deadline_s,
+        deadline_check_s=section.deadline_check_s,
+    )
     context.resources["registry"] = app
     context.closers.append(db.dispose)
     return app
@@ -144,7 +181,8 @@ def consumers(context: ServiceContext[RegistrySettings]) -> list[Consumer]:
 
 
 def background(context: ServiceContext[RegistrySettings]) -> list[Callable[[], Awaitable[None]]]:
-    return [registry(context).outbox.run]
+    app = registry(context)
+    return [app.outbox.run, app.deadlines]
 
 
 DEFINITION = ServiceDefinition(

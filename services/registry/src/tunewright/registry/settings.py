@@ -16,6 +16,29 @@ class RegistrySection(SettingsSection):
     outbox_poll_s: float = Field(
         default=0.5, gt=0, description="How often unpublished outbox events are looked for."
     )
+    db_connect_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="PostgreSQL: give up connecting after this long (also bounds the wait for "
+        "a pooled connection); the call fails as UNAVAILABLE and facts are retried.",
+    )
+    db_statement_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="PostgreSQL statement_timeout of every statement (migrations excepted); "
+        "SQLite: how long a writer waits for another's lock.",
+    )
+    stage_deadline_s: float = Field(
+        default=48 * 3600.0,
+        ge=0,
+        description="A pipeline stage still running this long after it started fails the run "
+        "with STAGE_DEADLINE_EXCEEDED (a lost fact must not leave a run waiting forever); a "
+        "stage's own `deadline_seconds` overrides it. 0: no default deadline. Approve stages "
+        "(a person decides) have one only when their spec sets it.",
+    )
+    deadline_check_s: float = Field(
+        default=30.0, gt=0, description="How often running stages are checked for deadlines."
+    )
 
 
 class RegistrySettings(TunewrightSettings):

@@ -6,14 +6,19 @@ Three requests share the work-queue stream TW_SYNTH_WORK: ``tw.synth.dataset.req
 the job and publishes the request; a request another system publishes is recorded on arrival.
 Every job moves queued -> running -> succeeded | failed | cancelled in the job store, with its
 events stored and published on ``tw.synth.job.progressed``; a redelivered request for a
-finished job is acked without running again.
+finished job is acked without running again. The fact that ends a job is published before the
+final status is stored (a failure's is retried until NATS takes it): a job marked finished has
+announced it, so a NATS blip at the end cannot leave a pipeline waiting for a fact that was
+never sent.
 
 Synthetic examples end in ingest, by event like any other producer: the rows (seeds +
 accepted synthetic rows) are stored as a JSONL artifact, ``tw.ingest.dataset.requested`` is
 published for ingest job ``<synth job id>-ingest``, and the worker waits for that job's
 ``tw.ingest.dataset.curated`` (or ``.rejected``) fact, read from the TW_FACTS stream from the
 job's start (so a redelivered request finds an outcome that arrived while no one waited).
-Then ``tw.synth.dataset.generated`` carries ingest's dataset version and the synth counts.
+Then ``tw.synth.dataset.generated`` carries ingest's dataset version and the synth counts. The
+rows' upload is deleted once ingest has finished with it, if synth's put created it (ingest
+deletes only its own uploads).
 With ``human_review`` the run waits for reviewers before any of this (the same cancel check
 applies); the version's labels name the review backend and whether it was simulated.
 """
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import json
 import logging
 import socket
@@ -33,7 +39,8 @@ from nats.js import api as js_api
 
 from tunewright.common.v1 import common_pb2
 from tunewright.core import subjects
-from tunewright.core.bus import Delivery, decode_event, event_meta
+from tunewright.core.artifacts import ArtifactRef
+from tunewright.core.bus import Delivery, decode_event, event_meta, publish_until_acked
 from tunewright.core.errors import (
     Cancelled,
     DeadlineExceeded,
@@ -147,11 +154,15 @@ class SynthWorker:
         )
 
     async def _failed(self, job: synth_pb2.SynthJob, exc: TunewrightError) -> None:
+        """Announce the failure, until NATS takes it; the caller stores the status after."""
         fact = events_pb2.SynthJobFailed(
             meta=event_meta(producer=PRODUCER, workspace=job.workspace), job_id=job.id
         )
         fact.error.reason, fact.error.message = exc.reason, exc.message
-        await self.context.bus.publish(subjects.SYNTH_JOB_FAILED, fact, key=job.id)
+        await publish_until_acked(
+            lambda: self.context.bus.publish(subjects.SYNTH_JOB_FAILED, fact, key=job.id),
+            what=f"synth job {job.id} {exc.reason}",
+        )
 
     # --- the consumer ---
     async def handle(self, delivery: Delivery) -> None:
@@ -177,8 +188,8 @@ class SynthWorker:
             log.info("synth job already finished job_id=%s: acking the redelivery", job.id)
             return
         if self.jobs.cancel_requested(job.id):
-            await self.set_status(job, common_pb2.JOB_STATUS_CANCELLED, "cancelled before start")
             await self._failed(job, Cancelled("cancelled before it started"))
+            await self.set_status(job, common_pb2.JOB_STATUS_CANCELLED, "cancelled before start")
             return
         await self.set_status(job, common_pb2.JOB_STATUS_RUNNING, "running")
         try:
@@ -188,16 +199,17 @@ class SynthWorker:
                 await self._candidates(job)
             else:
                 await self._collect(job)
+        # the fact first: a job stored as finished has announced it (see the module docstring)
         except Cancelled as exc:
             job = self.jobs.get(job.id)
-            await self.set_status(job, common_pb2.JOB_STATUS_CANCELLED, exc.message)
             await self._failed(job, exc)
+            await self.set_status(job, common_pb2.JOB_STATUS_CANCELLED, exc.message)
         except TunewrightError as exc:
             log.warning("synth job failed job_id=%s reason=%s", job.id, exc.reason)
             job = self.jobs.get(job.id)
             job.error.CopyFrom(common_pb2.ErrorDetail(reason=exc.reason, message=exc.message))
-            await self.set_status(job, common_pb2.JOB_STATUS_FAILED, exc.reason)
             await self._failed(job, exc)
+            await self.set_status(job, common_pb2.JOB_STATUS_FAILED, exc.reason)
 
     def _meta(self, job: synth_pb2.SynthJob) -> common_pb2.EventMeta:
         return event_meta(producer=PRODUCER, workspace=job.workspace)
@@ -318,7 +330,10 @@ class SynthWorker:
     ) -> events_pb2.IngestDatasetCurated:
         """Send the rows through ingest (by event) and wait for its dataset version."""
         seed = synthesis.seed_dataset
-        source = await self.context.artifacts.put_bytes(synthesis.jsonl(), "application/jsonl")
+        rows = synthesis.jsonl()
+        # ours to delete afterwards only if this put creates it (the store is shared)
+        existed = await self.context.artifacts.exists(ArtifactRef(hashlib.sha256(rows).hexdigest()))
+        source = await self.context.artifacts.put_bytes(rows, "application/jsonl")
         job.ingest_job_id = f"{job.id}-ingest"
         self.jobs.save(job)
         spec = ingest_pb2.IngestSpec(
@@ -361,6 +376,8 @@ class SynthWorker:
             )
         finally:
             await waiting.stop()
+        if not existed:  # ingest has finished with the rows (it keeps what it curated)
+            await self.context.artifacts.delete(source)
         if isinstance(outcome, events_pb2.IngestDatasetRejected):
             raise FailedPrecondition(
                 f"ingest job {job.ingest_job_id} rejected the rows: {outcome.error.reason} "
