@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tunewright_feedback import rubric_score
 
 from tunewright.core.plugins import PluginManager
-from tunewright_feedback import rubric_score
 
 
 def test_token_f1_rule_ranks_by_f1_then_length_and_marks_itself(tmp_path: Path) -> None:

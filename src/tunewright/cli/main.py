@@ -23,8 +23,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tunewright.cli.export import ExportError
 from tunewright.cli.dlq import dlq
+from tunewright.cli.export import ExportError
 from tunewright.cli.export import export as export_model
 from tunewright.cli.pipelines import (
     PipelineError,
