@@ -17,9 +17,11 @@ from pathlib import Path
 
 import openai
 
+# support tickets as customers write them (the model was tuned on tickets, not chit-chat)
 QUESTIONS = [
-    "I was charged twice for my subscription this month, can you help?",
-    "The app keeps crashing when I try to log in on my phone.",
+    "Hi, this is Dana Whitfield from Initech. AcmeBilling charged our card twice this month. "
+    "Can you help?",
+    "Hello, AcmeCRM keeps crashing when I log in on my phone. Thanks in advance.",
 ]
 
 
@@ -40,7 +42,7 @@ def main() -> int:
                 model=args.model,
                 messages=[{"role": "user", "content": question}],
                 temperature=0,
-                max_tokens=64,
+                max_tokens=96,
             )
         except openai.NotFoundError:
             print(f"  no model holds {args.model}: the gate did not promote one")

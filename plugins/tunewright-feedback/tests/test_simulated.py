@@ -76,10 +76,12 @@ def test_rubric_never_reads_the_reference_and_checks_each_point(tmp_path: Path) 
     assert first[0]["ranking"][-1] == 4
     ticket = TICKET[0]["content"]
     scores = [rubric_score(r, ticket, ["AcmeCRM", "AcmeDesk"]) for r in responses]
-    assert scores[3] == 4.0  # product, steps, clean end, length
-    assert scores[0] == 2.0  # misses the ticket's product and names another
-    assert scores[1] == 2.5  # a price, a promise and a URL the ticket never gave
-    assert scores[2] == 3.0  # cut off
+    assert scores[3] == 4.5  # product, steps, whole-sentence steps, clean end, length
+    assert scores[0] == 2.5  # misses the ticket's product and names another
+    assert scores[1] == 3.0  # a price, a promise and a URL the ticket never gave
+    assert scores[2] == 3.333333  # cut off: no clean end, one step a fragment
+    loop = "Hi, about AcmeCRM.\n" + "\n".join(f"{i}. The error code is 401." for i in (1, 2, 3))
+    assert rubric_score(loop, ticket, ["AcmeCRM"]) < scores[3] - 1  # repeats itself
     with pytest.raises(ValueError, match="unknown simulated rule"):
         backend.__class__(directory=tmp_path, rule="vibes")
 

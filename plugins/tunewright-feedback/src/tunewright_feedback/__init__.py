@@ -37,9 +37,10 @@ A response gains a point for each of:
   off by the token budget);
 - **length**: 25-150 words;
 
-and loses half a point for each invented specific not in the ticket (a price, a URL, an e-mail
-address, a phone number, a "within N days" promise) and for a repeated line (a generation
-loop). Ties go to the shorter response, then to the earlier one. Rankings carry the annotator
+plus half a point times the share of its steps that are whole sentences. It loses half a point
+for each invented specific not in the ticket (a price, a URL, an e-mail address, a phone number,
+a "within N days" promise) and for a repeated line, and up to a point for repeating itself (the
+share of its word trigrams that are repeats: a generation loop). Ties go to the shorter response, then to the earlier one. Rankings carry the annotator
 ``simulated:rubric``. ``rule: token-f1`` ranks by token F1 against the reference instead
 (annotator ``simulated:token-f1``): circular when the evaluation uses the same references, kept
 for comparisons.
@@ -88,6 +89,9 @@ def rubric_score(response: str, ticket: str, key_terms: Sequence[str] = ()) -> f
     steps = len(_NUMBERED_STEP.findall(response))
     score += 1.0 if 2 <= steps <= 6 else 0.5 if steps == 1 else 0.0
     lines = [line.strip() for line in response.strip().splitlines() if line.strip()]
+    step_lines = [line for line in lines if _NUMBERED_STEP.match(line)]
+    if step_lines:  # each step a whole sentence, not a fragment the budget cut
+        score += 0.5 * sum(bool(_CLEAN_END.search(line)) for line in step_lines) / len(step_lines)
     if lines and _ends_cleanly(lines):
         score += 1
     if 25 <= len(response.split()) <= 150:
@@ -97,7 +101,12 @@ def rubric_score(response: str, ticket: str, key_terms: Sequence[str] = ()) -> f
             score -= 0.5
     if len(lines) != len(set(lines)):
         score -= 0.5
-    return score
+    # a generation loop repeats itself: the share of repeated word trigrams costs up to 1
+    words = response.lower().split()
+    trigrams = list(zip(words, words[1:], words[2:], strict=False))
+    if trigrams:
+        score -= 1 - len(set(trigrams)) / len(trigrams)
+    return round(score, 6)
 
 
 def _ends_cleanly(lines: Sequence[str]) -> bool:
