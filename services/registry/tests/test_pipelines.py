@@ -105,6 +105,31 @@ stages:
         pipelines.parse_spec("name: [unclosed", {})
 
 
+def test_alias_bombs_and_oversized_specs_are_refused_before_they_expand() -> None:
+    import time
+    from pathlib import Path
+
+    # "billion laughs": 9 levels of 10 aliases each, 10^9 strings from under 1 KB
+    lines = ['a0: &a0 "lol"']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    bomb = "\n".join(lines) + "\nname: x\nstages: *a9\n"
+    started = time.monotonic()
+    with pytest.raises(InvalidArgument) as caught:
+        pipelines.parse_spec(bomb, {})
+    assert time.monotonic() - started < 2  # refused from the node graph, never expanded
+    assert caught.value.reason == "PIPELINE_SPEC_TOO_LARGE"
+    assert "once its aliases are expanded" in str(caught.value)
+    with pytest.raises(InvalidArgument, match="larger than"):
+        pipelines.parse_spec("name: x\n" + "# padding\n" * 200_000, {})
+    with pytest.raises(InvalidArgument, match="nested too deeply"):
+        pipelines.parse_spec("name: " + "[" * 5000 + "]" * 5000, {})
+    # an anchor shared by two stages (the example's LoRA block) is fine
+    example = Path(__file__).resolve().parents[3] / "examples/support-tickets/pipeline.yaml"
+    assert "*lora" in example.read_text()
+    parsed = pipelines.parse_spec(example.read_text(), {"source": "tw-artifact:sha256:" + "0" * 64})
+    assert [s.name for s in parsed.stages][:2] == ["curate", "sft"]
+
+
 def test_spec_parameters_give_defaults_that_submitted_values_override(db: Database) -> None:
     spec = SPEC.replace(
         "name: support-tickets\n",

@@ -174,10 +174,63 @@ class PipelineSpec:
     parameters: dict[str, str]  # the spec's defaults overridden by the submitted values
 
 
+#: a pipeline spec is a page of YAML: bound what one submission may cost to parse
+MAX_SPEC_BYTES = 1 << 20
+#: nodes after expanding aliases: anchors are welcome (a shared peft block), a "billion laughs"
+#: document (aliases of aliases, 10^9 nodes from a few hundred bytes) is not
+MAX_SPEC_NODES = 100_000
+
+
+def _too_large(spec_yaml: str) -> str:
+    """Why the spec is too large to load, or "" (checked on the node graph, before building
+    Python objects, so an alias bomb costs its own size, not its expansion)."""
+    if len(spec_yaml.encode()) > MAX_SPEC_BYTES:
+        return f"larger than {MAX_SPEC_BYTES} bytes"
+    root = yaml.compose(spec_yaml, Loader=yaml.SafeLoader)
+    sizes: dict[int, int] = {}
+
+    def expanded(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            if sizes[key] < 0:
+                raise ValueError("a recursive alias")
+            return sizes[key]
+        sizes[key] = -1  # in progress: an alias back to here is a cycle
+        size = 1
+        if isinstance(node, yaml.MappingNode):
+            size += sum(expanded(k) + expanded(v) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            size += sum(expanded(item) for item in node.value)
+        sizes[key] = min(size, MAX_SPEC_NODES + 1)  # capped: sums stay small integers
+        return sizes[key]
+
+    try:
+        if root is not None and expanded(root) > MAX_SPEC_NODES:
+            return f"more than {MAX_SPEC_NODES} nodes once its aliases are expanded"
+    except ValueError as exc:
+        return str(exc)
+    except RecursionError:
+        return "nested too deeply"
+    return ""
+
+
 def parse_spec(spec_yaml: str, parameters: dict[str, str]) -> PipelineSpec:
     """Validate a pipeline YAML; every problem is a field violation (``stages[1].spec.method``)."""
     try:
+        too_large = _too_large(spec_yaml)
+        if too_large:
+            raise InvalidArgument(
+                f"pipeline spec is too large: {too_large}",
+                reason="PIPELINE_SPEC_TOO_LARGE",
+                field_violations=[FieldViolation("spec_yaml", too_large)],
+            )
         data = yaml.safe_load(spec_yaml)
+    except RecursionError:
+        raise InvalidArgument(
+            "pipeline spec is nested too deeply",
+            reason="PIPELINE_SPEC_TOO_LARGE",
+            field_violations=[FieldViolation("spec_yaml", "nested too deeply")],
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
