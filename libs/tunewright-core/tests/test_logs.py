@@ -190,3 +190,21 @@ def test_configure_is_idempotent() -> None:
     configure_logging(service="b", stream=buffer)
     logging.getLogger("tw.test").warning("once")
     assert len(buffer.getvalue().splitlines()) == 1
+
+
+def test_scrub_error_message_keeps_library_wording_and_drops_quoted_pii() -> None:
+    from tunewright.core.logs import scrub_error_message
+
+    library = "ValueError: `layers_to_transform` cannot be used when `target_modules` is a str."
+    assert scrub_error_message(library) == library
+    row = (
+        "could not parse row 'Hi, this is Maria Lopez, call me at +1 (303) 274-4517 or write to "
+        "maria.lopez@example.com' from 10.1.2.3 card 4111 1111 1111 1111 via "
+        "https://user:pw@host/x\nsecond line with more"
+    )
+    scrubbed = scrub_error_message(row)
+    for secret in ("Maria", "274-4517", "maria.lopez", "10.1.2.3", "4111", "user:pw", "second"):
+        assert secret not in scrubbed, (secret, scrubbed)
+    assert scrubbed.startswith("could not parse row '<text>' from <IP> card <NUMBER> via <URL>")
+    assert "version 2.13.0" in scrub_error_message("needs torch version 2.13.0")  # not a number run
+    assert len(scrub_error_message("x" * 2000)) == 500 and scrub_error_message("  ") == ""

@@ -54,6 +54,7 @@ __all__ = [
     "current_correlation_id",
     "format_exception_redacted",
     "new_correlation_id",
+    "scrub_error_message",
 ]
 
 REDACTED: Final = "<redacted>"
@@ -239,6 +240,29 @@ def _redact_exception_chain(te: traceback.TracebackException) -> None:
                 entry.text = None  # type: ignore[assignment]
         pending.extend(e for e in (entry.__cause__, entry.__context__) if e is not None)
         pending.extend(entry.exceptions or ())
+
+
+# what a third-party error message may quote from a row: contacts, card / account / phone
+# numbers (7+ digits, separators allowed), addresses of machines
+_QUOTED_PII: Final = (
+    ("<EMAIL>", re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")),
+    ("<URL>", re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)),
+    ("<IP>", re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b")),
+    ("<NUMBER>", re.compile(r"(?<![\w.])\+?\d(?:[\s().-]?\d){6,}(?![\w.])")),
+)
+_QUOTED_TEXT: Final = re.compile(r"""(['"])(?:(?!\1).){41,}\1""")
+
+
+def scrub_error_message(message: str, limit: int = 500) -> str:
+    """A third-party error message made fit for events, job rows and logs: the first line,
+    e-mail addresses, URLs, IP addresses and long digit runs replaced, quoted strings longer
+    than 40 characters (a row's text) elided, at most ``limit`` characters. Library messages
+    ("`layers_to_transform` cannot be used when ...") stay readable."""
+    text = message.strip().splitlines()[0] if message.strip() else ""
+    for placeholder, pattern in _QUOTED_PII:
+        text = pattern.sub(placeholder, text)
+    text = _QUOTED_TEXT.sub(lambda m: f"{m.group(1)}<text>{m.group(1)}", text)
+    return text[:limit]
 
 
 def format_exception_redacted(exc_info: _ExcInfo) -> str:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from tunewright.core.logs import scrub_error_message
 from tunewright.core.splits import read_split_rows
 
 # quiet, offline libraries: set before transformers / datasets are imported
@@ -149,7 +150,8 @@ def main(argv: list[str]) -> int:
     try:
         return _train(workdir, channel, pause, distributed=launched)
     except Exception as exc:  # reported to the worker, which fails the job with it
-        message = str(exc).splitlines()[0][:500] if str(exc) else ""
+        # it becomes the job's error in events and the registry: no quoted row text or PII
+        message = scrub_error_message(str(exc))
         channel.write(
             json.dumps({"type": "error", "error": type(exc).__name__, "message": message}) + "\n"
         )
