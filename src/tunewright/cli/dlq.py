@@ -20,28 +20,15 @@ from nats.js import JetStreamContext
 from rich.console import Console
 from rich.table import Table
 
-from tunewright.cli.stack import Stack, StackError, StackSettings, mask_url, with_local_credentials
+from tunewright.cli.settings import cli_settings as _settings
+from tunewright.cli.stack import Stack, StackError, StackSettings, mask_url
 from tunewright.core import subjects
 from tunewright.core.bus import EventBus
 from tunewright.core.dead_letters import DeadLetter, list_dead_letters, redrive
-from tunewright.core.settings import SettingsError, load_settings
 
 console = Console()
 T = TypeVar("T")
 _CONNECT_WAIT_S = 5.0
-
-
-def _settings(config: Path | None, data_dir: Path | None, nats_url: str | None) -> StackSettings:
-    overrides: dict[str, Any] = {}
-    if data_dir is not None:
-        overrides["data_dir"] = data_dir
-    if nats_url is not None:
-        overrides["nats"] = {"url": nats_url}
-        overrides["stack"] = {"embedded_nats": False}
-    try:
-        return with_local_credentials(load_settings(StackSettings, config, **overrides))
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 def _with_js(settings: StackSettings, work: Callable[[JetStreamContext], Awaitable[T]]) -> T:

@@ -34,6 +34,7 @@ from tunewright.cli.pipelines import (
 )
 from tunewright.cli.pipelines import upload as upload_file
 from tunewright.cli.progress import ProgressFollower
+from tunewright.cli.settings import cli_settings as _settings
 from tunewright.cli.stack import (
     Probe,
     Stack,
@@ -42,7 +43,6 @@ from tunewright.cli.stack import (
     add_identity,
     as_json,
     mask_url,
-    with_local_credentials,
 )
 from tunewright.core.bus import EventBus
 from tunewright.core.errors import TunewrightError
@@ -50,19 +50,6 @@ from tunewright.core.logs import configure_logging
 from tunewright.core.settings import NatsSettings, SettingsError, load_settings
 
 console = Console()
-
-
-def _settings(config: Path | None, data_dir: Path | None, nats_url: str | None) -> StackSettings:
-    overrides: dict[str, Any] = {}
-    if data_dir is not None:
-        overrides["data_dir"] = data_dir
-    if nats_url is not None:
-        overrides["nats"] = {"url": nats_url}
-        overrides["stack"] = {"embedded_nats": False}
-    try:
-        return with_local_credentials(load_settings(StackSettings, config, **overrides))
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 def _probe(settings: StackSettings) -> Probe:
