@@ -16,7 +16,7 @@ DISTS := libs/tunewright-core services/ingest services/synth services/trainer \
 EDITABLES := $(foreach d,$(DISTS),-e $(patsubst %/pyproject.toml,%,$(d)))
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps test lint proto proto-check up down status demo clean help
+.PHONY: install system-deps test faults lint proto proto-check up down status demo clean help
 
 help:
 	@echo "make demo    create the venv, start the stack, run the example pipeline, write reports/, stop"
@@ -45,7 +45,8 @@ $(ARGILLA_STAMP): requirements/argilla-server.txt
 	test -x $(ARGILLA_VENV)/bin/python || python3 -m venv $(ARGILLA_VENV)
 	echo '*' > $(ARGILLA_VENV)/.gitignore
 	$(ARGILLA_VENV)/bin/python -m pip install -q --upgrade pip
-	$(ARGILLA_VENV)/bin/python -m pip install -q -r requirements/argilla-server.txt
+	# --no-deps: the file is the whole set, three pins above argilla-server's own (see its header)
+	$(ARGILLA_VENV)/bin/python -m pip install -q --no-deps -r requirements/argilla-server.txt
 	touch $@
 
 # the Argilla UI test drives Debian's chromium with playwright-core (npm, locked)
@@ -73,6 +74,9 @@ system-deps:
 
 test: install
 	$(PY) -m pytest
+
+faults: install
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests/faults
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -5,7 +5,10 @@ One process holds everything Argilla needs on a small box:
 1. Redis: the URL in ``$ARGILLA_REDIS_URL`` (argilla-server's own variable; preferred: a URL
    with a password on the command line shows in ``ps``) or ``--redis-url``, else Debian's
    ``redis-server`` started here on a free loopback port with nothing on disk, stopped when
-   this process ends;
+   this process ends. That one requires a password (``requirepass``, a new random one each
+   start, kept 0600 in ``<home>/redis/redis.password``; its config goes in on stdin, never
+   on a command line), binds 127.0.0.1 only and runs in protected mode: rq's worker unpickles
+   the jobs it finds in Redis, so only clients holding the password may queue them;
 2. the SQL database (SQLite in ``--home`` unless ``ARGILLA_DATABASE_URL`` says otherwise),
    migrated to head; the users of ``--users`` created once (owner with its API key, annotators),
    all members of ``--workspace``;
@@ -32,6 +35,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -59,42 +63,66 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Write ``path`` as an owner-only file (0600), whatever the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
+def redis_config(port: int, password: str, directory: Path) -> str:
+    """redis.conf for the Redis started here: loopback, protected, password, nothing on disk."""
+    return "\n".join(
+        [
+            f"port {port}",
+            "bind 127.0.0.1",
+            "protected-mode yes",
+            f"requirepass {password}",
+            'save ""',
+            "appendonly no",
+            f"dir {directory}",
+            f"logfile {directory / 'redis.log'}",
+            "",
+        ]
+    )
+
+
 def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Debian's redis-server on a free loopback port, in memory only (no RDB, no AOF)."""
+    """Debian's redis-server on a free loopback port, in memory only (no RDB, no AOF), with a
+    new random password; returns the process and the URL with the password in it."""
     binary = shutil.which("redis-server")
     if binary is None:
         sys.exit(
             "argilla: redis-server not found; install it (Debian: apt-get install redis-server) "
             "or pass --redis-url"
         )
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    password = secrets.token_hex(32)  # hex: nothing to quote in redis.conf or in a URL
+    _write_private(directory / "redis.password", password + "\n")
     port = _free_port()
+    # the config (password included) on stdin: `redis-server -` reads it from there, so it is
+    # on no command line (`ps`) and in no extra file
     proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(directory),
-            "--logfile",
-            str(directory / "redis.log"),
-        ],
-        stdin=subprocess.DEVNULL,
+        [binary, "-"],
+        stdin=subprocess.PIPE,
         preexec_fn=_die_with_parent,
+        cwd=directory,
     )
+    assert proc.stdin is not None
+    proc.stdin.write(redis_config(port, password, directory).encode())
+    proc.stdin.close()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
-                    return proc, f"redis://127.0.0.1:{port}/0"
+                sock.sendall(f"AUTH {password}\r\nPING\r\n".encode())
+                reply = b""
+                while len(reply) < 12 and (chunk := sock.recv(64)):
+                    reply += chunk
+                if reply.startswith(b"+OK\r\n+PONG"):
+                    return proc, f"redis://:{password}@127.0.0.1:{port}/0"
         except OSError:
             time.sleep(0.05)
         if proc.poll() is not None:
@@ -179,7 +207,9 @@ def main() -> int:
 
     started = time.monotonic()
     home = args.home.resolve()
-    home.mkdir(parents=True, exist_ok=True)
+    # the SQLite database (password hashes, API keys, every record and response) lives here
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    home.chmod(0o700)
     redis_proc = None
     redis_url = os.environ.get("ARGILLA_REDIS_URL") or args.redis_url
     if not redis_url:

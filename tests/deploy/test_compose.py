@@ -1,17 +1,33 @@
 """compose/: the files resolve (docker-compose 1.29 ``config``, GPU override included), secrets
-come only from compose/setup.sh (serve's TLS certificate too), every dependency waits for
-health, NATS persists and asks for credentials, artifacts are shared."""
+come only from compose/setup.sh (serve's TLS certificate, the gRPC certificate and the gRPC
+identities too), every dependency waits for health, NATS persists, is bounded and gives each
+service its own user with the deny list ``tunewright up`` gives it (checked against the
+catalog, and on the real nats-server with the compose nats.conf), every service has its own
+gRPC identity, artifacts are shared."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import re
 import stat
 import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import nats
+import pytest
 import yaml
+from nats.js.errors import NotFoundError
+
+from tunewright.core import catalog, subjects
+from tunewright.core.bus import EventBus
+from tunewright.core.identities import load_identities, token_digest
+from tunewright.core.nats_server import find_binary
 
 from .conftest import (
     COMPOSE,
@@ -24,6 +40,104 @@ from .conftest import (
 
 SERVICES = ("registry", "ingest", "synth", "trainer", "evaluator", "monitor", "serve")
 INFRA = ("nats", "postgres", "argilla", "argilla-worker", "elasticsearch", "redis", "mlflow")
+#: what setup.sh generates beyond the example's blanks: the platform token, and each service's
+#: NATS password and gRPC token
+SERVICE_SECRETS = [
+    "GRPC_AUTH_TOKEN",
+    *(f"{kind}_{name.upper()}" for name in SERVICES for kind in ("NATS_PASSWORD", "GRPC_TOKEN")),
+]
+#: gRPC settings every service shares: auth on, the identities, TLS
+GRPC_SHARED = (
+    "TW_GRPC__AUTH_TOKEN",
+    "TW_GRPC__IDENTITIES_FILE",
+    "TW_GRPC__TLS_CERT_FILE",
+    "TW_GRPC__TLS_KEY_FILE",
+)
+GRPC_SECRETS = ("grpc_tls_cert", "grpc_tls_key", "grpc_identities")
+
+
+# --- compose/nats.conf and compose/setup.sh, read -----------------------------------------
+
+
+def _conf_without_comments() -> str:
+    return re.sub(r"#[^\n]*", "", (COMPOSE / "nats.conf").read_text())
+
+
+def _conf_users() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """user -> (the variable holding its password, the subjects it may not publish)."""
+    section = re.search(r"users:\s*\[(.*)\]\s*\}\s*\}\s*$", _conf_without_comments(), re.S)
+    assert section is not None, "compose/nats.conf: no users list in an account"
+    users = {}
+    entry = re.compile(
+        r"\{\s*user:\s*([\w-]+),\s*password:\s*\$(\w+)\s*"
+        r"(?:permissions:\s*\{publish:\s*\{deny:\s*\[([^\]]*)\]\}\}\s*)?\}"
+    )
+    for name, variable, deny in entry.findall(section.group(1)):
+        assert name not in users, f"compose/nats.conf: user {name} twice"
+        users[name] = (variable, tuple(re.findall(r'"([^"]+)"', deny)))
+    return users
+
+
+def _users_block() -> str:
+    """The service users as compose/nats.conf writes them, from the catalog."""
+    lines = []
+    for name in SERVICES:
+        lines += ["      {", f"        user: {name}, password: $NATS_PASSWORD_{name.upper()}"]
+        lines.append("        permissions: {publish: {deny: [")
+        lines += [f'          "{subject}",' for subject in catalog.publish_denied_to(name)]
+        lines += ["        ]}}", "      }"]
+    return "\n".join(lines)
+
+
+def _setup_services() -> list[str]:
+    found = re.search(r'^services="([^"]*)"$', (COMPOSE / "setup.sh").read_text(), re.M)
+    assert found is not None, "compose/setup.sh: no services= line"
+    return found.group(1).split()
+
+
+def _env_values(env_file: Path) -> dict[str, str]:
+    return dict(
+        line.split("=", 1)
+        for line in env_file.read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+
+
+async def _quiet(_exc: Exception) -> None:
+    pass  # a refused connection is asserted on, not logged
+
+
+@contextmanager
+def _compose_nats(env: dict[str, str], tmp_path: Path) -> Iterator[str]:
+    """compose/nats.conf run by the real nats-server, its store and ports moved under tmp_path,
+    with the environment compose gives the container; yields the client URL."""
+    conf = (COMPOSE / "nats.conf").read_text()
+    conf = re.sub(r"^port: 4222$", "port: -1", conf, flags=re.M)
+    conf = re.sub(r"^http_port: 8222$", "", conf, flags=re.M)
+    conf = conf.replace("store_dir: /data", f'store_dir: "{tmp_path / "js"}"')
+    path = tmp_path / "nats.conf"
+    path.write_text(conf)
+    container_env = {k: v for k, v in env.items() if k.startswith("NATS_PASSWORD")}
+    container_env |= {"NATS_MAX_FILE_STORE": "100GB", "NATS_MAX_MEMORY_STORE": "1GB"}
+    with (tmp_path / "nats.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [str(find_binary()), "-c", str(path), "--ports_file_dir", str(tmp_path)],
+            env={"PATH": os.environ["PATH"], **container_env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        ports = tmp_path / f"{find_binary().name}_{proc.pid}.ports"
+        deadline = time.monotonic() + 10
+        while not ports.exists():
+            assert proc.poll() is None, (tmp_path / "nats.log").read_text()
+            assert time.monotonic() < deadline, "nats-server did not start"
+            time.sleep(0.02)
+        time.sleep(0.05)  # the file is written at once, but give it its last bytes
+        yield str(json.loads(ports.read_text())["nats"][0])
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def test_compose_with_gpu_override_resolves(resolved: dict[str, Any]) -> None:
@@ -54,13 +168,17 @@ def test_one_worker_per_gpu_override_resolves(env_file: Path) -> None:
     assert set(workers) == {"trainer", "trainer-gpu1"}
     devices = [w["deploy"]["resources"]["reservations"]["devices"] for w in workers.values()]
     assert sorted(d[0]["device_ids"] for d in devices) == [["0"], ["1"]]
-    # same job store, artifacts and NATS credentials: workers of one durable
+    # same job store, artifacts, NATS user and gRPC identity and certificate: workers of one
+    # durable, each the trainer
+    trainer_env = services["trainer"]["environment"]
     for worker in workers.values():
         assert "trainer-data:/data:rw" in worker["volumes"]
-        assert (
-            worker["environment"]["TW_NATS__PASSWORD"]
-            == (services["nats"]["environment"]["NATS_PASSWORD"])
-        )
+        env = worker["environment"]
+        assert env["TW_NATS__USER"] == "trainer"
+        assert env["TW_NATS__PASSWORD"] == services["nats"]["environment"]["NATS_PASSWORD_TRAINER"]
+        for key in (*GRPC_SHARED, "TW_GRPC__CLIENT_TOKEN"):
+            assert env[key] == trainer_env[key], key
+        assert {s["source"] for s in worker["secrets"]} == set(GRPC_SECRETS)
 
 
 def test_without_generated_secrets_nothing_resolves(tmp_path: Path) -> None:
@@ -82,6 +200,9 @@ def test_setup_writes_fresh_private_secrets_once(tmp_path: Path) -> None:
 
     blanks = re.findall(r"^([A-Z_]+)=$", (COMPOSE / ".env.example").read_text(), re.M)
     assert len(blanks) >= 9
+
+    # and each service's credentials, which setup.sh adds itself
+    blanks += SERVICE_SECRETS
 
     def secrets(path: Path) -> dict[str, str]:
         pairs = dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
@@ -129,8 +250,15 @@ def test_setup_makes_serves_certificate_for_its_names(tmp_path: Path) -> None:
     tls = env.parent / "tls"
     # the folder keeps other users out; the key is readable through it by the container's user
     assert stat.S_IMODE(tls.stat().st_mode) == 0o700
-    assert sorted(p.name for p in tls.iterdir()) == ["serve.crt", "serve.key"]
-    assert stat.S_IMODE((tls / "serve.key").stat().st_mode) == 0o644
+    assert sorted(p.name for p in tls.iterdir()) == [
+        "grpc-identities.yaml",
+        "grpc.crt",
+        "grpc.key",
+        "serve.crt",
+        "serve.key",
+    ]
+    for name in ("serve.key", "grpc.key", "grpc-identities.yaml"):
+        assert stat.S_IMODE((tls / name).stat().st_mode) == 0o644, name
     text = subprocess.run(
         ["openssl", "x509", "-in", str(tls / "serve.crt"), "-noout", "-ext", "subjectAltName"],
         check=True,
@@ -170,18 +298,192 @@ def test_every_dependency_waits_for_a_health_check(resolved: dict[str, Any]) -> 
     assert set(services["serve"]["depends_on"]) == {"nats", "registry"}
 
 
-def test_nats_runs_jetstream_on_a_volume_with_credentials(resolved: dict[str, Any]) -> None:
-    conf = (COMPOSE / "nats.conf").read_text()
-    assert re.search(r"jetstream\s*\{[^}]*store_dir:\s*/data", conf)
-    assert re.search(r"authorization\s*\{.*password:\s*\$NATS_PASSWORD", conf, re.S)
-    nats = resolved["services"]["nats"]
-    assert any(v.startswith("nats-data:/data") for v in nats["volumes"])
+def test_nats_runs_bounded_jetstream_on_a_volume(resolved: dict[str, Any]) -> None:
+    conf = _conf_without_comments()
+    jetstream = re.search(r"^jetstream\s*\{([^}]*)\}", conf, re.M)
+    assert jetstream is not None
+    assert re.search(r"store_dir:\s*/data", jetstream.group(1))
+    assert re.search(r"max_memory_store:\s*\$NATS_MAX_MEMORY_STORE", jetstream.group(1))
+    assert re.search(r"max_file_store:\s*\$NATS_MAX_FILE_STORE", jetstream.group(1))
+    # one account holds everything, with limits of its own
+    account = re.search(r"TUNEWRIGHT\s*\{\s*jetstream\s*\{([^}]*)\}", conf)
+    assert account is not None
+    limits = dict(re.findall(r"(\w+):\s*(\S+)", account.group(1)))
+    assert limits["max_memory"] == "$NATS_MAX_MEMORY_STORE"
+    assert limits["max_file"] == "$NATS_MAX_FILE_STORE"
+    # room for the catalog's streams, the processed-marks bucket and the artifact store
+    assert len(catalog.STREAMS) + 2 <= int(limits["max_streams"]) <= 64
+    assert len(catalog.CONSUMERS) < int(limits["max_consumers"])
+    nats_service = resolved["services"]["nats"]
+    assert any(v.startswith("nats-data:/data") for v in nats_service["volumes"])
     assert "nats-data" in resolved["volumes"]
-    password = nats["environment"]["NATS_PASSWORD"]
+    env = nats_service["environment"]
+    assert env["NATS_MAX_FILE_STORE"] == "100GB" and env["NATS_MAX_MEMORY_STORE"] == "1GB"
+
+
+def test_nats_users_are_the_stacks_one_per_service(resolved: dict[str, Any]) -> None:
+    """The users `tunewright up` gives its embedded server, from the same catalog."""
+    users = _conf_users()
+    expected = {"cli": ("NATS_PASSWORD", ())} | {
+        name: (f"NATS_PASSWORD_{name.upper()}", catalog.publish_denied_to(name))
+        for name in SERVICES
+    }
+    wrong = {
+        name: got
+        for name, got in users.items()
+        if name not in expected
+        or (got[0], set(got[1])) != (expected[name][0], set(expected[name][1]))
+    }
+    missing = set(expected) - set(users)
+    assert not wrong and not missing, (
+        f"compose/nats.conf users differ from the catalog (wrong: {sorted(wrong)}, missing: "
+        f"{sorted(missing)}); the service users should read:\n{_users_block()}"
+    )
+    # every service of the catalog, every service setup.sh makes credentials for
+    assert set(SERVICES) == set(catalog.FACT_OWNERS) == set(_setup_services())
+    nats_env = resolved["services"]["nats"]["environment"]
+    for variable, _deny in expected.values():
+        assert re.fullmatch(r"[0-9a-f]{48}", nats_env[variable]), variable
+    assert len({nats_env[v] for v, _ in expected.values()}) == len(expected)  # all different
     for name in SERVICES:
         env = resolved["services"][name]["environment"]
         assert env["TW_NATS__URL"] == "nats://nats:4222"
-        assert env["TW_NATS__USER"] == "tunewright" and env["TW_NATS__PASSWORD"] == password
+        assert env["TW_NATS__USER"] == name, name
+        assert env["TW_NATS__PASSWORD"] == nats_env[f"NATS_PASSWORD_{name.upper()}"], name
+
+
+async def test_the_compose_nats_conf_refuses_strangers_and_forged_facts(
+    env_file: Path, tmp_path: Path
+) -> None:
+    """compose/nats.conf on the real nats-server (its store and ports moved to tmp): the users
+    log in with the passwords setup.sh made, a stranger does not, ingest cannot publish an
+    evaluator fact, and the services declare the catalog within the account's limits."""
+    env = _env_values(env_file)
+    with _compose_nats(env, tmp_path) as url:
+        for refused in ({}, {"user": "ingest", "password": "not-it"}, {"user": "tunewright"}):
+            with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+                await nats.connect(url, allow_reconnect=False, error_cb=_quiet, **refused)
+        registry = await EventBus.connect(
+            url, name="registry", user="registry", password=env["NATS_PASSWORD_REGISTRY"]
+        )
+        errors: list[Exception] = []
+
+        async def on_error(exc: Exception) -> None:
+            errors.append(exc)
+
+        ingest = await nats.connect(
+            url, user="ingest", password=env["NATS_PASSWORD_INGEST"], error_cb=on_error
+        )
+        evaluator = await nats.connect(
+            url, user="evaluator", password=env["NATS_PASSWORD_EVALUATOR"]
+        )
+        try:
+            await registry.declare()  # what every service does at start-up
+            await registry.declare()  # and again at the next start
+            account = await registry.js.account_info()
+            assert account.limits.max_streams == 32 and account.limits.max_consumers == 256
+            assert account.limits.max_storage == 100 * 1024**3
+            assert account.limits.max_memory == 1024**3
+
+            subject = subjects.EVALUATOR_RUN_COMPLETED
+            stream = catalog.stream_for_subject(subject).name
+            with pytest.raises((TimeoutError, nats.errors.Error)):
+                await ingest.jetstream().publish(subject, b"forged", timeout=1)
+            for _ in range(50):
+                if errors:
+                    break
+                await asyncio.sleep(0.02)
+            assert any("permissions violation" in str(e).lower() for e in errors), errors
+            with pytest.raises(NotFoundError):
+                await registry.js.get_last_msg(stream, subject)
+            await evaluator.jetstream().publish(subject, b"real", timeout=5)
+            assert (await registry.js.get_last_msg(stream, subject)).data == b"real"
+            # the CLI's user may publish anything (like `tunewright up`'s)
+            cli = await nats.connect(url, user="cli", password=env["NATS_PASSWORD"])
+            await cli.close()
+        finally:
+            await ingest.close()
+            await evaluator.close()
+            await registry.close()
+
+
+def test_every_service_has_its_own_grpc_identity_and_tls(
+    resolved: dict[str, Any], env_file: Path
+) -> None:
+    env = _env_values(env_file)
+    identities = load_identities(env_file.parent / "tls" / "grpc-identities.yaml")
+    tokens = set()
+    for name in SERVICES:
+        service = resolved["services"][name]
+        service_env = service["environment"]
+        token = service_env["TW_GRPC__CLIENT_TOKEN"]
+        assert token == env[f"GRPC_TOKEN_{name.upper()}"], name
+        identity = identities[token_digest(token)]
+        assert (identity.name, identity.role) == (name, "service")
+        tokens.add(token)
+        # auth on (the platform token), the identities file and TLS, from the secrets
+        assert service_env["TW_GRPC__AUTH_TOKEN"] == env["GRPC_AUTH_TOKEN"]
+        assert {k: service_env[k] for k in GRPC_SHARED[1:]} == {
+            "TW_GRPC__IDENTITIES_FILE": "/run/secrets/grpc_identities",
+            "TW_GRPC__TLS_CERT_FILE": "/run/secrets/grpc_tls_cert",
+            "TW_GRPC__TLS_KEY_FILE": "/run/secrets/grpc_tls_key",
+        }
+        assert set(GRPC_SECRETS) <= {s["source"] for s in service["secrets"]}, name
+    assert len(tokens) == len(SERVICES)  # each its own
+    # the platform token is not a service's identity; the file holds nothing else
+    assert token_digest(env["GRPC_AUTH_TOKEN"]) not in identities
+    assert len(identities) == len(SERVICES)
+    files = {name: Path(resolved["secrets"][name]["file"]) for name in GRPC_SECRETS}
+    assert files == {
+        "grpc_tls_cert": COMPOSE / "tls" / "grpc.crt",
+        "grpc_tls_key": COMPOSE / "tls" / "grpc.key",
+        "grpc_identities": COMPOSE / "tls" / "grpc-identities.yaml",
+    }
+    # services call each other by compose name; the health check asks localhost
+    text = subprocess.run(
+        [
+            "openssl",
+            "x509",
+            "-in",
+            str(env_file.parent / "tls" / "grpc.crt"),
+            "-noout",
+            "-ext",
+            "subjectAltName",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    for name in (*SERVICES, "localhost"):
+        assert f"DNS:{name}," in text or text.rstrip().endswith(f"DNS:{name}"), (name, text)
+    assert "IP Address:127.0.0.1" in text
+
+
+def test_setup_rewrites_the_service_identities_and_keeps_peoples(tmp_path: Path) -> None:
+    setup = COMPOSE / "setup.sh"
+    env = tmp_path / ".env"
+    subprocess.run([str(setup), str(env)], check=True, capture_output=True)
+    identities = tmp_path / "tls" / "grpc-identities.yaml"
+    alice = "  - {name: alice, role: promoter, token_sha256: " + token_digest("alice-token") + "}"
+    identities.write_text(identities.read_text() + alice + "\n")
+    # an .env of the version before per-service credentials: setup.sh --update adds them and
+    # the identities follow the new tokens; alice stays
+    older = [
+        line
+        for line in env.read_text().splitlines()
+        if not line.startswith(("NATS_PASSWORD_", "GRPC_"))
+    ]
+    env.write_text("\n".join(older) + "\n")
+    subprocess.run([str(setup), "--update", str(env)], check=True, capture_output=True)
+    added = env.read_text().splitlines()[len(older) :]
+    assert sorted(line.split("=", 1)[0] for line in added) == sorted(SERVICE_SECRETS)
+    loaded = load_identities(identities)
+    values = _env_values(env)
+    assert {(i.name, i.role) for i in loaded.values()} == {("alice", "promoter")} | {
+        (name, "service") for name in SERVICES
+    }
+    for name in SERVICES:
+        assert loaded[token_digest(values[f"GRPC_TOKEN_{name.upper()}"])].name == name
 
 
 def test_services_share_one_artifact_volume(resolved: dict[str, Any]) -> None:
@@ -227,11 +529,11 @@ def test_serve_answers_https_with_the_generated_key_and_certificate(
     env = serve["environment"]
     assert re.fullmatch(r"[0-9a-f]{48}", env["TW_SERVE__HTTP__API_KEY"])  # from setup.sh
     mounted = {s["source"] for s in serve["secrets"]}
-    assert mounted == {"serve_tls_cert", "serve_tls_key"}
+    assert mounted == {"serve_tls_cert", "serve_tls_key", *GRPC_SECRETS}
     assert env["TW_SERVE__HTTP__TLS_CERT_FILE"] == "/run/secrets/serve_tls_cert"
     assert env["TW_SERVE__HTTP__TLS_KEY_FILE"] == "/run/secrets/serve_tls_key"
     files = {name: Path(s["file"]) for name, s in resolved["secrets"].items()}
-    assert files == {
+    assert {k: v for k, v in files.items() if k.startswith("serve_")} == {
         "serve_tls_cert": COMPOSE / "tls" / "serve.crt",
         "serve_tls_key": COMPOSE / "tls" / "serve.key",
     }

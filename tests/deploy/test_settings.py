@@ -117,9 +117,13 @@ def test_resolved_environments_load_each_services_settings(
                     setting_path(settings_class(svc), key)
                     m.setenv(key, str(value))
             loaded[name] = load_settings(settings_class(svc))
+    kinds = tunewright_services(resolved)
     for name, settings in loaded.items():
         assert settings.grpc.host == "0.0.0.0"
-        assert settings.nats.user == "tunewright" and settings.nats.password is not None
+        # its own NATS user and gRPC identity (trainer-gpu1 is a trainer); auth and TLS on
+        assert settings.nats.user == kinds[name] and settings.nats.password is not None
+        assert settings.grpc.tls and settings.grpc.auth_token is not None
+        assert settings.grpc.client_token is not None and settings.grpc.identities_file
         assert str(settings.artifacts_root) == "/artifacts"
         ports = resolved["services"][name]["ports"]
         inside = {settings.grpc.port}

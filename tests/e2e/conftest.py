@@ -1,14 +1,11 @@
-"""Fixtures the cross-service tests share: the example ticket generator, an uploader, and the
-`tunewright` CLI for the stack tests."""
+"""Fixtures the cross-service tests share: the example ticket generator and an uploader (the
+`tunewright` CLI for the stack tests, ``stack_cli``, is in the root conftest)."""
 
 from __future__ import annotations
 
 import importlib.util
-import os
-import socket
-import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -53,57 +50,3 @@ def upload() -> Upload:
         return reply.artifact  # type: ignore[no-any-return]
 
     return run
-
-
-class StackCli:
-    """Runs this venv's ``tunewright`` CLI as a subprocess, plus what the stack tests check
-    about the processes it starts."""
-
-    exe = str(Path(sys.executable).parent / "tunewright")
-    services = ("registry", "ingest", "synth", "trainer", "evaluator", "monitor", "serve")
-
-    @staticmethod
-    def free_ports(n: int) -> list[int]:
-        socks = [socket.socket() for _ in range(n)]
-        try:
-            for s in socks:
-                s.bind(("127.0.0.1", 0))
-            return [s.getsockname()[1] for s in socks]
-        finally:
-            for s in socks:
-                s.close()
-
-    @staticmethod
-    def alive(pid: int) -> bool:
-        """Whether ``pid`` runs (a zombie does not)."""
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
-        except FileNotFoundError:
-            return False
-        return state != "Z"
-
-    def run(
-        self,
-        *args: str,
-        cwd: Path,
-        check: bool = True,
-        timeout: float = 120,
-        drop_env: Sequence[str] = ("TW_",),
-    ) -> subprocess.CompletedProcess[str]:
-        """``tunewright *args`` in ``cwd``, without this process's env vars that start with
-        ``drop_env`` (the config file is the only source of settings)."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith(tuple(drop_env))}
-        env["COLUMNS"] = "200"
-        result = subprocess.run(
-            [self.exe, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"tunewright {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}"
-            )
-        return result
-
-
-@pytest.fixture(scope="session")
-def stack_cli() -> StackCli:
-    return StackCli()

@@ -5,6 +5,8 @@ pointed at it, and `down` leaves none of its processes behind. Real processes, f
 from __future__ import annotations
 
 import json
+import re
+import socket
 import stat
 import subprocess
 import time
@@ -67,6 +69,23 @@ def test_up_with_argilla_status_down(tmp_path: Path, stack_cli: Any) -> None:
             timeout=5,
         )
         assert me.ok and me.json()["role"] == "owner"
+
+        # its Redis takes no command without the generated password (rq's worker unpickles
+        # the jobs it finds there); the password, Argilla's data and its log are private
+        argilla_dir = tmp_path / "data" / "argilla"
+        assert stat.S_IMODE(argilla_dir.stat().st_mode) == 0o700
+        password_file = argilla_dir / "redis" / "redis.password"
+        assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
+        log_file = tmp_path / "data" / "logs" / "argilla.log"
+        assert stat.S_IMODE(log_file.stat().st_mode) == 0o600
+        redis_log = (argilla_dir / "redis" / "redis.log").read_text()
+        redis_port = int(re.findall(r"port=(\d+)", redis_log)[-1])
+        with socket.create_connection(("127.0.0.1", redis_port), timeout=5) as sock:
+            sock.sendall(b"PING\r\n")
+            assert sock.recv(64).startswith(b"-NOAUTH")
+        assert password_file.read_text().strip().encode() not in (
+            Path(f"/proc/{redis_pid}/cmdline").read_bytes()
+        )
 
         # the synth service was started pointing at it
         synth_env = Path(f"/proc/{state['services']['synth']['pid']}/environ").read_bytes()

@@ -86,7 +86,11 @@ async def test_shifted_traffic_is_flagged_and_starts_a_linked_retraining_run(
     registry = await start_service(REGISTRY, load_settings(REGISTRY.settings_cls, **common))
     services = [registry]
     try:
-        ingest = await start_service(INGEST, load_settings(INGEST.settings_cls, **common))
+        # uploads go as soon as no job reads them (the default waits 10 minutes)
+        ingest_settings = load_settings(
+            INGEST.settings_cls, **common, ingest={"delete_sources_after_s": 0}
+        )
+        ingest = await start_service(INGEST, ingest_settings)
         services.append(ingest)
         monitor_settings = load_settings(
             MONITOR.settings_cls,

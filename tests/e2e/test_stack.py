@@ -195,6 +195,32 @@ def test_default_up_refuses_unauthenticated_grpc_calls_and_nats_publishes(
             )
         assert forbidden.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
+        # each service calls with its own identity, handed to it alone; only the evaluator's
+        # may register an evaluation — not the platform (admin) token, not another service's
+        service_tokens = json.loads((data / "service-tokens.json").read_text())
+        assert stat.S_IMODE((data / "service-tokens.json").stat().st_mode) == 0o600
+        pids = _pids(stack_dir)
+        for name in stack_cli.services:
+            env = _environ(pids[name])
+            assert env["TW_GRPC__CLIENT_TOKEN"] == service_tokens[name]
+            assert not set(service_tokens.values()) - {service_tokens[name]} & set(env.values())
+        register = registry_pb2.RegisterEvaluationRequest(
+            evaluation=registry_pb2.Evaluation(candidate_model_version_id="mv_missing")
+        )
+        for caller in (token, service_tokens["trainer"], submitter):
+            with pytest.raises(grpc.RpcError) as not_evaluator:
+                stub.RegisterEvaluation(
+                    register, timeout=10, metadata=(("authorization", f"Bearer {caller}"),)
+                )
+            assert not_evaluator.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.RpcError) as past_the_check:  # refused for what it says
+            stub.RegisterEvaluation(
+                register,
+                timeout=10,
+                metadata=(("authorization", f"Bearer {service_tokens['evaluator']}"),),
+            )
+        assert past_the_check.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
     url = f"nats://127.0.0.1:{config['nats_port']}"
 
     async def publish(subject: str, **credentials: str) -> list[str]:

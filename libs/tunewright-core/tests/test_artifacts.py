@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import tarfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import nats
@@ -21,6 +22,10 @@ from tunewright.core.artifacts import (
     ArtifactStore,
     LocalArtifactStore,
     NatsObjectArtifactStore,
+    make_private,
+    open_private,
+    private_dir,
+    write_private,
 )
 from tunewright.core.nats_server import NatsServer
 
@@ -158,12 +163,89 @@ async def test_local_put_repairs_a_corrupted_copy_of_the_same_size(tmp_path: Pat
     assert await store.put_bytes(b"the real adapter") == ref
     assert await store.get_bytes(ref) == b"the real adapter"
     assert path.stat().st_ino != inode  # renamed into place, not rewritten in place
-    assert path.stat().st_mode & 0o777 == 0o444
+    assert path.stat().st_mode & 0o777 == 0o400
     assert list((tmp_path / "store" / "tmp").iterdir()) == []
     # an intact copy is left alone
     inode = path.stat().st_ino
     await store.put_bytes(b"the real adapter")
     assert path.stat().st_ino == inode
+
+
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    """The most permissive umask: modes must not depend on the one the process inherited."""
+    previous = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def group_or_other_bits(root: Path) -> dict[str, str]:
+    """Every path under (and including) ``root`` whose mode lets group or others in."""
+    paths = [root, *root.rglob("*")]
+    return {
+        str(p.relative_to(root)): oct(stat.S_IMODE(p.lstat().st_mode))
+        for p in paths
+        if p.lstat().st_mode & 0o077
+    }
+
+
+@pytest.mark.usefixtures("open_umask")
+async def test_what_a_store_writes_is_owner_only(store: ArtifactStore, tmp_path: Path) -> None:
+    ref = await store.put_bytes(b"training rows")
+    dir_ref = await store.put_dir(make_adapter_dir(tmp_path / "adapter"))
+    out = tmp_path / "out"
+    await store.get_file(ref, out / "data" / "train.jsonl")
+    await store.get_dir(dir_ref, out / "parent")
+    assert group_or_other_bits(out) == {}
+    assert stat.S_IMODE((out / "data" / "train.jsonl").stat().st_mode) == 0o600
+    assert stat.S_IMODE((out / "parent" / "run.sh").stat().st_mode) == 0o700  # kept executable
+    if isinstance(store, LocalArtifactStore):
+        assert group_or_other_bits(store.root) == {}
+        assert stat.S_IMODE(store.path_for(ref).stat().st_mode) == 0o400
+        assert stat.S_IMODE(store.root.stat().st_mode) == 0o700
+
+
+@pytest.mark.usefixtures("open_umask")
+async def test_a_store_made_by_an_older_version_is_closed_by_the_next_put(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "store"
+    (root / "tmp").mkdir(parents=True, mode=0o755)
+    store = LocalArtifactStore(root)
+    await store.put_bytes(b"x")
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    assert stat.S_IMODE((root / "tmp").stat().st_mode) == 0o700
+
+
+@pytest.mark.usefixtures("open_umask")
+def test_private_helpers_ignore_the_umask(tmp_path: Path) -> None:
+    folder = private_dir(tmp_path / "a" / "b")
+    assert stat.S_IMODE((tmp_path / "a").stat().st_mode) == 0o700  # parents made here too
+    write_private(folder / "plan.json", "{}")
+    with open_private(folder / "child.log", "ab") as log:
+        log.write(b"1\n")
+    with open_private(folder / "child.log", "a") as log:
+        log.write("2\n")
+    assert (folder / "child.log").read_text() == "1\n2\n"
+    assert group_or_other_bits(tmp_path / "a") == {}
+    # a tree another library wrote with the open umask (save_pretrained, checkpoints)
+    third = tmp_path / "third"
+    (third / "checkpoint-1").mkdir(parents=True)
+    (third / "checkpoint-1" / "model.safetensors").write_bytes(b"w")
+    (third / "run.sh").write_text("#!/bin/sh\n")
+    (third / "run.sh").chmod(0o775)
+    (third / "link").symlink_to("/etc/passwd")
+    assert group_or_other_bits(third) != {}
+    make_private(third)
+    assert set(group_or_other_bits(third)) == {"link"}  # symlinks are not followed
+    assert stat.S_IMODE((third / "run.sh").stat().st_mode) == 0o700
+    assert stat.S_IMODE(Path("/etc/passwd").stat().st_mode) == 0o644
+    with pytest.raises(NotADirectoryError):
+        private_dir(folder / "plan.json")
+    with pytest.raises(ValueError, match="writes only"):
+        open_private(folder / "x", "rb")
 
 
 async def test_missing_artifact(store: ArtifactStore, tmp_path: Path) -> None:

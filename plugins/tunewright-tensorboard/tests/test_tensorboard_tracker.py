@@ -35,3 +35,44 @@ def test_steps_land_in_tensorboard_event_files(tmp_path: Path) -> None:
     scalars = _scalars(tmp_path / "tensorboard" / "job-1")
     assert [(t, s) for t, s, _ in scalars if t == "loss"] == [("loss", 1), ("loss", 2), ("loss", 3)]
     assert dict(((t, s), v) for t, s, v in scalars)[("rewards/margins", 3)] == 1.5
+
+
+def test_logdir_must_resolve_inside_an_allowed_folder(tmp_path: Path) -> None:
+    import pytest
+    from tunewright_tensorboard import TensorboardTracker, check_logdir
+
+    from tunewright.core.errors import InvalidArgument
+    from tunewright.core.settings import OutboundSettings
+
+    root = tmp_path / "tracking"
+    outside = tmp_path / "outside"
+    for logdir in ("/etc", "../..", str(outside), "s3://bucket/runs", "gs://b/x", "ok/../../x"):
+        with pytest.raises(InvalidArgument) as err:
+            TensorboardTracker(job_id="job-1", directory=root, logdir=logdir)
+        assert err.value.reason == "DESTINATION_NOT_ALLOWED", logdir
+        assert [v.field for v in err.value.field_violations] == ["params.logdir"]
+        assert "outbound.allowed_" in err.value.message
+    assert not root.exists() and not outside.exists()
+    assert check_logdir("runs", directory=root) == str(root / "runs")
+    assert check_logdir(None, directory=root) == str(root / "tensorboard")
+    policy = OutboundSettings(allowed_paths=[outside], allowed_urls=["s3://bucket/runs"])
+    assert check_logdir(str(outside / "a"), directory=root, outbound=policy) == str(outside / "a")
+    assert check_logdir("s3://bucket/runs/", directory=root, outbound=policy) == "s3://bucket/runs"
+    tracker = TensorboardTracker(
+        job_id="job-2", directory=root, logdir=str(outside), outbound=policy
+    )
+    tracker.log(1, {"loss": 0.5})
+    tracker.close()
+    assert _scalars(outside / "job-2") == [("loss", 1, 0.5)]
+
+
+def test_check_writes_nothing(tmp_path: Path) -> None:
+    import pytest
+    from tunewright_tensorboard import TensorboardTracker
+
+    from tunewright.core.errors import InvalidArgument
+
+    TensorboardTracker.check(directory=tmp_path / "t", logdir="runs")
+    with pytest.raises(InvalidArgument):
+        TensorboardTracker.check(directory=tmp_path / "t", logdir="/var/tmp")
+    assert not (tmp_path / "t").exists()

@@ -12,6 +12,7 @@ from google.protobuf import struct_pb2
 from tunewright.common.v1 import common_pb2
 from tunewright.core.errors import InvalidArgument
 from tunewright.core.plugins import PluginManager, Registries
+from tunewright.core.settings import OutboundSettings
 from tunewright.evaluator.comparison import Metric, judged_delta, paired_delta_rows, score_rows
 from tunewright.evaluator.gate import Verdict
 from tunewright.evaluator.report import Report, Sample, markdown
@@ -163,12 +164,18 @@ def test_an_endpoint_judge_keeps_its_model_param() -> None:
 
 def test_an_endpoint_judge_is_checked_by_its_generator(plugins: Registries) -> None:
     good = {"base_url": "http://vllm:8000/v1", "model": "Qwen/Qwen2.5-72B-Instruct"}
-    validate(_spec(_judge("openai-compatible", {**good, "max_new_tokens": 32})), plugins)
+    allowed = OutboundSettings(allowed_urls=["http://vllm:8000/v1"])
+    validate(_spec(_judge("openai-compatible", {**good, "max_new_tokens": 32})), plugins, allowed)
     with pytest.raises(InvalidArgument) as refused:
         validate(_spec(_judge("openai-compatible", {"base_url": good["base_url"]})), plugins)
     assert [(v.field, v.description) for v in refused.value.field_violations] == [
         ("spec.judge.params", "openai-compatible generator needs model")
     ]
+    # the default policy allows this host only: the endpoint is refused at submit time
+    with pytest.raises(InvalidArgument) as refused:
+        validate(_spec(_judge("openai-compatible", good)), plugins)
+    ((field, description),) = [(v.field, v.description) for v in refused.value.field_violations]
+    assert field == "spec.judge.params" and "outbound.allowed_urls" in description
 
 
 def test_markdown_shows_samples_side_by_side_and_counts() -> None:

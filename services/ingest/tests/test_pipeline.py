@@ -100,6 +100,11 @@ def test_every_reason_code_quarantines_the_row_with_its_line(
     }
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     assert stat.S_IMODE((folder / "quarantine.jsonl").stat().st_mode) == 0o600
+    # the curated splits, row log and reports: owner-only too (pyarrow writes under the umask)
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o700
+    assert {n: stat.S_IMODE(f.stat().st_mode) for n, f in result.files.items()} == {
+        n: 0o600 for n in result.files
+    }
     # raw rows live only in the quarantine: the row log has lines and codes, no text
     row_log = result.files["row_log.jsonl"].read_text()
     assert "EXPLODE" not in row_log and "world" not in row_log

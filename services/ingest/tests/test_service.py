@@ -40,7 +40,11 @@ async def service(
         nats={"url": nats_url},
         grpc={"port": 0},
         data_dir=tmp_path / "data",
-        ingest={"import_roots": [str(tmp_path / "imports")], "progress_every": 100},
+        ingest={
+            "import_roots": [str(tmp_path / "imports")],
+            "progress_every": 100,
+            "delete_sources_after_s": 0,
+        },
     )
     running = await start_service(DEFINITION, settings)
     try:

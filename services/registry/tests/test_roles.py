@@ -1,8 +1,9 @@
 """Roles behind bearer tokens, per RPC, against the real registry over gRPC: a submitter can
 submit work but cannot promote, force-promote, roll back, approve a pipeline stage or register
 an evaluation (a forged verdict would pass the promotion gate); a promoter can promote but not
-force; a reviewer can approve; a viewer can only read; the platform token (the services) can do
-everything; the audit names the identity, not what the request claims."""
+force; a reviewer can approve; a viewer can only read; the platform token (the operator) can do
+everything except register an evaluation, which only the evaluator service's own identity may;
+the audit names the identity, not what the request claims."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 import grpc
 import pytest
 import yaml
+from registry_builders import evaluation_run
 
 from tunewright.core.identities import token_digest
 from tunewright.core.service import RunningService, start_service
@@ -23,6 +25,9 @@ from tunewright.registry.v1 import registry_pb2, registry_pb2_grpc
 PLATFORM = "tw-grpc-platform-token-for-the-roles-test"
 TOKENS = {role: f"tw-id-{role}-token-0123456789abcdef" for role in
           ("viewer", "submitter", "reviewer", "promoter")}  # fmt: skip
+SERVICE_TOKENS = {
+    name: f"tw-svc-{name}-token-0123456789abcdef" for name in ("evaluator", "trainer")
+}
 
 
 @pytest.fixture
@@ -34,6 +39,10 @@ async def registry(nats_url: str, tmp_path: Path) -> AsyncIterator[RunningServic
                 "identities": [
                     {"name": f"{role}-1", "role": role, "token_sha256": token_digest(token)}
                     for role, token in TOKENS.items()
+                ]
+                + [
+                    {"name": name, "role": "service", "token_sha256": token_digest(token)}
+                    for name, token in SERVICE_TOKENS.items()
                 ]
             }
         )
@@ -152,3 +161,50 @@ async def test_each_guarded_rpc_refuses_the_roles_it_must(registry: RunningServi
         )
         rollbacks = [e for e in audit.events if e.action == "rollback"]
         assert [e.actor for e in rollbacks] == ["promoter-1"]
+
+
+async def test_only_the_evaluator_service_registers_evaluations(
+    registry: RunningService[Any],
+) -> None:
+    """A verdict the gate reads must come from the evaluator: the platform's admin token, a
+    promoter and the trainer's own service identity are all refused; the evaluator's passes."""
+    from tunewright.core.interceptors import error_details
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{registry.port}") as channel:
+        stub = registry_pb2_grpc.RegistryServiceStub(channel)
+        version = (
+            await stub.RegisterModelVersion(
+                registry_pb2.RegisterModelVersionRequest(
+                    model_version=registry_pb2.ModelVersion(
+                        model="support-bot", base_model="tiny:llama-xxs", method="sft"
+                    )
+                ),
+                metadata=_as(SERVICE_TOKENS["trainer"]),  # a service may register versions
+            )
+        ).model_version
+        evaluation = registry_pb2.RegisterEvaluationRequest(
+            evaluation=registry_pb2.Evaluation(run=evaluation_run("eval-forged", version.id))
+        )
+        for token in (PLATFORM, TOKENS["promoter"], SERVICE_TOKENS["trainer"]):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.RegisterEvaluation(evaluation, metadata=_as(token), timeout=10)
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert error_details(refused.value)[0] == "SERVICE_IDENTITY_REQUIRED"
+            assert "only the evaluator service" in (refused.value.details() or "")
+        stored = await stub.RegisterEvaluation(
+            evaluation, metadata=_as(SERVICE_TOKENS["evaluator"]), timeout=10
+        )
+        assert stored.evaluation.id
+
+
+def test_the_service_role_is_only_for_services(tmp_path: Path) -> None:
+    from tunewright.core.identities import load_identities
+
+    path = tmp_path / "identities.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {"identities": [{"name": "mallory", "role": "service", "token_sha256": "a" * 64}]}
+        )
+    )
+    with pytest.raises(ValueError, match="role service is for the services"):
+        load_identities(path)

@@ -8,6 +8,10 @@ import collections
 import os
 import signal
 import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
 
 from tunewright.common.v1 import common_pb2
 from tunewright.core import subjects
@@ -49,6 +53,26 @@ async def test_cancel_running_job_registers_nothing(harness: Harness) -> None:
     assert await harness.facts(subjects.TRAINER_JOB_SUCCEEDED, timeout_s=0.5) == []
 
 
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    """The service runs under the most permissive umask: its files must not depend on it."""
+    previous = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def _open_to_others(root: Path) -> dict[str, str]:
+    """Paths under (and including) ``root`` that group or others may read or enter."""
+    return {
+        str(p.relative_to(root)): oct(p.lstat().st_mode & 0o777)
+        for p in [root, *root.rglob("*")]
+        if p.lstat().st_mode & 0o077
+    }
+
+
+@pytest.mark.usefixtures("open_umask")
 async def test_pause_checkpoints_and_resume_continues_from_it(harness: Harness) -> None:
     await harness.start_worker()
     await harness.dataset("dv", "sft", sft_rows(32))
@@ -61,6 +85,12 @@ async def test_pause_checkpoints_and_resume_continues_from_it(harness: Harness) 
     paused = await harness.wait_for(job_id, lambda j: j.status == common_pb2.JOB_STATUS_PAUSED)
     step = paused.latest_checkpoint.step
     assert 0 < step < 160  # the pause itself checkpointed (the interval is 1000)
+    # what the runner (datasets, plan, log) and the training child (the checkpoint, written
+    # by transformers) left in the work folder, and the stored artifacts: owner-only
+    work = harness.data_dir / "trainer" / "work" / job_id
+    assert (work / f"checkpoints/checkpoint-{step}").is_dir() and (work / "data").is_dir()
+    assert _open_to_others(work) == {}
+    assert _open_to_others(harness.data_dir / "artifacts") == {}
 
     await harness.stub.ResumeTrainingJob(trainer_pb2.ResumeTrainingJobRequest(job_id=job_id))
     job = await harness.wait_for(job_id, finished)

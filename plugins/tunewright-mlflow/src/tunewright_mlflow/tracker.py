@@ -6,19 +6,79 @@ The trainer calls ``MlflowTracker(job_id=..., directory=..., **params)`` in the 
 artifacts beside it), ``experiment`` (default ``tunewright``). Metrics are buffered and sent in
 batches (every ``flush_every`` steps or ``flush_interval_s``), so a remote server does not slow
 the worker down step by step.
+
+``tracking_uri`` is a destination, so the operator's ``outbound`` policy (core settings; the
+trainer passes ``outbound=settings.outbound``, else the defaults apply) checks it before any
+client is made: a local store (a path, ``file:``, ``sqlite:``) must resolve inside
+``directory`` or ``outbound.allowed_paths``; anything else (``http(s)://``, ``postgresql://``,
+``databricks``) must be covered by ``outbound.allowed_urls``. :func:`check_tracking_uri` is
+that check alone, for a service that validates a spec before it runs.
 """
 
 from __future__ import annotations
 
 import time
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from tunewright.core.errors import FieldViolation, InvalidArgument
+from tunewright.core.settings import OutboundSettings
+
 _MAX_BATCH = 1000  # MLflow's log_batch limit on metrics per call
+_FIELD = "params.tracking_uri"
+#: tracking URIs MLflow reads as a service although they have no "scheme://"
+_NAMED_SERVICES = ("databricks", "databricks-uc", "uc")
+
+
+def check_tracking_uri(
+    tracking_uri: str, *, directory: Path, outbound: OutboundSettings | None = None
+) -> tuple[str, Path | None]:
+    """The URI to use and where new experiments keep artifacts (None: the store decides);
+    :class:`InvalidArgument` when the operator's policy does not allow it (relative paths are
+    relative to ``directory``; see the module docstring)."""
+    policy = OutboundSettings.given(outbound)
+    parts = urllib.parse.urlsplit(tracking_uri)
+    scheme = parts.scheme.lower()
+    named = tracking_uri.split(":", 1)[0].lower() in _NAMED_SERVICES
+    if scheme in ("", "file", "sqlite") and not named:
+        if parts.query or parts.netloc not in ("", "localhost"):
+            raise _malformed("a local store is a path, file:///path or sqlite:///file.db")
+        path = urllib.parse.unquote(parts.path) if scheme else tracking_uri
+        if scheme == "file":  # a file store keeps its artifacts inside
+            return policy.check_path(path, field=_FIELD, root=directory).as_uri(), None
+        if scheme == "":
+            return str(policy.check_path(path, field=_FIELD, root=directory)), None
+        # SQLAlchemy: sqlite:///x.db is relative, sqlite:////x.db absolute
+        resolved = policy.check_path(path[1:], field=_FIELD, root=directory)
+        return f"sqlite:///{resolved}", resolved.parent / "mlflow-artifacts"
+    policy.check_url(tracking_uri, field=_FIELD)
+    return tracking_uri, None
+
+
+def _malformed(what: str) -> InvalidArgument:
+    return InvalidArgument(f"{_FIELD}: {what}", field_violations=[FieldViolation(_FIELD, what)])
 
 
 class MlflowTracker:
+    @staticmethod
+    def check(
+        *,
+        directory: Path,
+        tracking_uri: str | None = None,
+        experiment: str = "tunewright",
+        flush_every: int = 50,
+        flush_interval_s: float = 5.0,
+        outbound: OutboundSettings | None = None,
+    ) -> None:
+        """The constructor's checks, making nothing: for a preflight before the job runs
+        (unknown params fail as :class:`TypeError`)."""
+        if tracking_uri:
+            check_tracking_uri(tracking_uri, directory=Path(directory), outbound=outbound)
+        else:
+            OutboundSettings.given(outbound)
+
     def __init__(
         self,
         *,
@@ -28,18 +88,29 @@ class MlflowTracker:
         experiment: str = "tunewright",
         flush_every: int = 50,
         flush_interval_s: float = 5.0,
+        outbound: OutboundSettings | None = None,
     ) -> None:
+        directory = Path(directory)
+        artifacts: Path | None = directory / "mlflow-artifacts"
+        if tracking_uri:  # checked before anything is made or sent
+            tracking_uri, artifacts = check_tracking_uri(
+                tracking_uri, directory=directory, outbound=outbound
+            )
+        else:
+            OutboundSettings.given(outbound)
         from mlflow.tracking import MlflowClient
 
-        directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        if artifacts is not None:
+            artifacts.parent.mkdir(parents=True, exist_ok=True)
         self.tracking_uri = tracking_uri or f"sqlite:///{directory / 'mlflow.db'}"
         self.client = MlflowClient(tracking_uri=self.tracking_uri)
         found = self.client.get_experiment_by_name(experiment)
         if found is not None:
             experiment_id = found.experiment_id
         else:
-            location = None if tracking_uri else (directory / "mlflow-artifacts").as_uri()
+            # a SQLite store keeps its artifacts beside it (not in ./mlruns of the worker's cwd)
+            location = None if artifacts is None else artifacts.as_uri()
             experiment_id = self.client.create_experiment(experiment, artifact_location=location)
         run = self.client.create_run(experiment_id, run_name=job_id, tags={"tw.job_id": job_id})
         self.run_id: str = run.info.run_id

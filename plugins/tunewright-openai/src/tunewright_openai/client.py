@@ -19,6 +19,13 @@ carries a bearer token only when its ``base_url`` is bound there (``https://api.
 is bound to ``OPENAI_API_KEY`` unless the object says otherwise). The key is never logged,
 repr'd or put in an error; redirects are not followed. Prompts and answers are never logged
 either.
+
+Destinations are the operator's too: ``base_url`` must fall under ``outbound.allowed_urls``
+(core settings; default: this host only). The service passes its policy as
+``outbound=settings.outbound`` to the factory; without it the default applies, and a job's
+params cannot set it. Reads are bounded: a response body over ``max_response_bytes``
+(default 8 MiB) is cut off with ``GENERATOR_RESPONSE_TOO_LARGE``, and ``timeout_s`` bounds the
+whole request (connect, each read, and the body's arrival), not only the gap between bytes.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from tunewright.core.errors import (
     Unauthenticated,
     Unavailable,
 )
+from tunewright.core.settings import OutboundSettings
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +75,15 @@ _ALLOWED = (
     "max_backoff_s",
     "concurrency",
     "extra_body",
+    "max_response_bytes",
 )
+#: the most a response body may hold (a chat completion is kilobytes), and its ceiling
+DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+_MAX_RESPONSE_BYTES_LIMIT = 64 * 1024 * 1024
+#: an error body is read this far, for its error type only
+_MAX_ERROR_BYTES = 64 * 1024
+#: upper bounds of the numeric params (a job must not hold a worker for hours)
+_LIMITS = {"timeout_s": 600.0, "max_retries": 10, "max_backoff_s": 300.0, "concurrency": 64}
 
 
 #: request fields the generator sets itself; ``extra_body`` may not override them
@@ -100,7 +116,8 @@ def bound_key_env(base_url: str) -> str:
 class OpenAICompatibleGenerator:
     """``factory(base_url=..., model=..., **options)``; see the module docstring."""
 
-    def __init__(self, **params: Any) -> None:
+    def __init__(self, *, outbound: OutboundSettings | None = None, **params: Any) -> None:
+        policy = OutboundSettings.given(outbound)  # the service's; a job cannot pass one
         secret = sorted(set(params) & set(_SECRET_PARAMS))
         if secret:
             raise InvalidArgument(
@@ -134,6 +151,7 @@ class OpenAICompatibleGenerator:
                 "base_url must be an http(s) URL, e.g. http://127.0.0.1:8000/v1",
                 field_violations=[FieldViolation("params.base_url", "not an http(s) URL")],
             )
+        policy.check_url(self.base_url, field="params.base_url")
         self.model = str(params["model"])
         self.api_key_env = bound_key_env(self.base_url)
         self._api_key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
@@ -142,6 +160,9 @@ class OpenAICompatibleGenerator:
         self.backoff_s = float(params.get("backoff_s", 0.5))
         self.max_backoff_s = float(params.get("max_backoff_s", 20.0))
         self.concurrency = int(params["concurrency"]) if params.get("concurrency") else None
+        self.max_response_bytes = int(
+            params.get("max_response_bytes") or DEFAULT_MAX_RESPONSE_BYTES
+        )
         self.extra_body = dict(params.get("extra_body") or {})
         overlap = sorted(set(self.extra_body) & _REQUEST_FIELDS)
         if overlap:
@@ -158,6 +179,21 @@ class OpenAICompatibleGenerator:
             raise InvalidArgument(
                 "timeout_s must be > 0, max_retries and backoff_s >= 0",
                 field_violations=[FieldViolation("params", "bad timeout or retry settings")],
+            )
+        over = [
+            FieldViolation(f"params.{name}", f"at most {limit}")
+            for name, limit in _LIMITS.items()
+            if (getattr(self, name) or 0) > limit
+        ]
+        if not 0 < self.max_response_bytes <= _MAX_RESPONSE_BYTES_LIMIT:
+            over.append(
+                FieldViolation("params.max_response_bytes", f"in [1, {_MAX_RESPONSE_BYTES_LIMIT}]")
+            )
+        if over:
+            raise InvalidArgument(
+                "openai-compatible generator params out of range: "
+                + "; ".join(f"{v.field} {v.description}" for v in over),
+                field_violations=over,
             )
 
     def __repr__(self) -> str:  # the key stays out of logs and tracebacks
@@ -199,9 +235,8 @@ class OpenAICompatibleGenerator:
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
         workers = max(1, self.concurrency or batch_size)
-        with httpx.Client(
-            timeout=self.timeout_s, headers=headers, follow_redirects=False
-        ) as client:
+        timeout = httpx.Timeout(self.timeout_s, connect=min(self.timeout_s, 10.0))
+        with httpx.Client(timeout=timeout, headers=headers, follow_redirects=False) as client:
 
             def one(item: tuple[int, Messages]) -> list[str]:
                 index, messages = item
@@ -242,7 +277,7 @@ class OpenAICompatibleGenerator:
         for attempt in range(self.max_retries + 1):
             last = attempt == self.max_retries
             try:
-                response = client.post(self.url, json=body)
+                status, headers, data = self._post(client, body)
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 if last:
                     raise Unavailable(
@@ -252,13 +287,37 @@ class OpenAICompatibleGenerator:
                     ) from None
                 self._wait(attempt, None, f"{type(exc).__name__}")
                 continue
-            if response.status_code == 200:
-                return _choices(response, self.url)
-            if response.status_code in _RETRYABLE and not last:
-                self._wait(attempt, response.headers.get("retry-after"), response.status_code)
+            if status == 200:
+                return _choices(data, self.url)
+            if status in _RETRYABLE and not last:
+                self._wait(attempt, headers.get("retry-after"), status)
                 continue
-            raise _http_error(response, self.url, self.model, attempts=attempt + 1)
+            raise _http_error(status, data, self.url, self.model, attempts=attempt + 1)
         raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _post(
+        self, client: httpx.Client, body: Mapping[str, Any]
+    ) -> tuple[int, httpx.Headers, bytes]:
+        """Status, headers and body of one request; the body read up to its limit
+        (``max_response_bytes``, an error body 64 KiB) and within ``timeout_s`` overall."""
+        deadline = time.monotonic() + self.timeout_s
+        with client.stream("POST", self.url, json=body) as response:
+            limit = self.max_response_bytes if response.status_code == 200 else _MAX_ERROR_BYTES
+            declared = response.headers.get("content-length", "")
+            if response.status_code == 200 and declared.isdigit() and int(declared) > limit:
+                raise _too_large(self.url, limit)
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    if response.status_code != 200:
+                        break  # the error type is at the start, if anywhere
+                    raise _too_large(self.url, limit)
+                chunks.append(chunk)
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout(f"the body took over {self.timeout_s} s")
+            return response.status_code, response.headers, b"".join(chunks)
 
     def _wait(self, attempt: int, retry_after: str | None, why: object) -> None:
         delay = min(self.max_backoff_s, self.backoff_s * 2**attempt)
@@ -276,12 +335,19 @@ class OpenAICompatibleGenerator:
         time.sleep(delay)
 
 
-def _choices(response: httpx.Response, url: str) -> list[str]:
+def _too_large(url: str, limit: int) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"{url} answered with a body over {limit} bytes (params.max_response_bytes)",
+        reason="GENERATOR_RESPONSE_TOO_LARGE",
+    )
+
+
+def _choices(body: bytes, url: str) -> list[str]:
     try:
-        data = response.json()
+        data = json.loads(body)
         choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
         texts = [str(c["message"].get("content") or "").strip() for c in choices]
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         raise FailedPrecondition(
             f"{url} answered 200 without a chat-completions body (choices[].message.content)",
             reason="GENERATOR_BAD_RESPONSE",
@@ -291,17 +357,16 @@ def _choices(response: httpx.Response, url: str) -> list[str]:
     return texts
 
 
-def _http_error(response: httpx.Response, url: str, model: str, *, attempts: int) -> Exception:
+def _http_error(status: int, body: bytes, url: str, model: str, *, attempts: int) -> Exception:
     """A domain error naming the status and the server's error type (never its message:
     servers may quote the prompt back)."""
     kind = ""
     try:
-        error = response.json().get("error")
+        error = json.loads(body).get("error")
         if isinstance(error, dict):
-            kind = str(error.get("type") or error.get("code") or "")
-    except (ValueError, AttributeError):
+            kind = str(error.get("type") or error.get("code") or "")[:80]
+    except (ValueError, AttributeError, RecursionError):
         pass
-    status = response.status_code
     what = f"{url} (model {model!r}) answered HTTP {status}" + (f" {kind}" if kind else "")
     if status in _RETRYABLE:
         return Unavailable(f"{what} after {attempts} attempts", reason="GENERATOR_UNAVAILABLE")

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from tunewright.core.errors import FailedPrecondition
+from tunewright.core.private_files import make_private, private_dir
 from tunewright_trl.generation import load_causal_lm
 
 ADAPTER_CONFIG: Final = "adapter_config.json"
@@ -106,9 +107,10 @@ def export_merged(
         config.eos_token_id = tok.eos_token_id
         if tok.pad_token_id is not None:
             config.pad_token_id = tok.pad_token_id
-    out.mkdir(parents=True, exist_ok=True)
+    private_dir(out)  # weights: owner-only, like the artifacts they came from
     model.save_pretrained(str(out))  # safetensors: transformers 5 writes nothing else
     _copy_tokenizer(tokenizer, out)
+    make_private(out)
     return {
         "links": links,
         "applied": [
@@ -134,7 +136,7 @@ def export_adapter(*, weights: Sequence[Path], tokenizer: Path, out: Path) -> di
             reason="CHAIN_HAS_FULL_WEIGHTS",
         )
     adapters = [Path(f) / "model" for f in weights]
-    out.mkdir(parents=True, exist_ok=True)
+    private_dir(out)  # weights: owner-only, like the artifacts they came from
     if len(adapters) == 1:
         source = adapters[0]
         if not (source / ADAPTER_WEIGHTS).is_file():
@@ -152,6 +154,7 @@ def export_adapter(*, weights: Sequence[Path], tokenizer: Path, out: Path) -> di
     else:
         summary = {"combined": "cat", **combine_lora_adapters(adapters, out)}
     _copy_tokenizer(tokenizer, out)
+    make_private(out)
     return {"links": links, **summary}
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tunewright.core import model_cache
+from tunewright.core.private_files import make_private, open_private
 from tunewright_trl.models import BaseModel, HfBaseModel, Quantization
 
 #: the GGUF header fields read for pre-flight (the tensor data is never read there)
@@ -99,8 +100,8 @@ def convert_gguf(path: Path, cache: Path | None = None) -> Path:
     target = cache / f"gguf-{model_cache.file_sha256(path)}"
     if (target / "config.json").is_file():
         return target
-    cache.mkdir(parents=True, exist_ok=True)
-    with (cache / f"{target.name}.lock").open("w") as lock:
+    model_cache.ensure_cache_dir(cache)
+    with open_private(cache / f"{target.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be converting it right now
         if (target / "config.json").is_file():
             return target
@@ -122,6 +123,7 @@ def convert_gguf(path: Path, cache: Path | None = None) -> Path:
             )
             tokenizer.save_pretrained(str(work))
             (work / "SOURCE").write_text(f"{path.name}\nsha256 {target.name[5:]}\n")
+            make_private(work)  # what transformers wrote under the process umask
             os.rename(work, target)
         finally:
             shutil.rmtree(work, ignore_errors=True)

@@ -10,6 +10,11 @@ Backends: :class:`LocalArtifactStore` (a directory, the default) and
 :class:`NatsObjectArtifactStore` (a JetStream object store bucket, multi-host without extra
 infrastructure). Both are registered as artifact-store plugins ``local`` and ``nats`` by
 :mod:`tunewright.core.builtin_plugins`.
+
+Artifacts hold training data and weights, so what this module writes is owner-only (folders
+0700, files 0600 or 0400) whatever the process umask. The helpers that do it
+(:func:`private_dir`, :func:`open_private`, :func:`write_private`, :func:`make_private`) are
+what the services use for their own work folders, datasets, reports and caches.
 """
 
 from __future__ import annotations
@@ -35,6 +40,15 @@ from nats.js import JetStreamContext
 from nats.js.object_store import ObjectStore
 
 from tunewright.core.errors import NotFound, PermanentError
+from tunewright.core.private_files import (
+    PRIVATE_DIR_MODE,
+    PRIVATE_FILE_MODE,
+    make_private,
+    open_private,
+    private_dir,
+    private_file_mode,
+    write_private,
+)
 
 URI_PREFIX: Final = "tw-artifact:sha256:"
 OCTET_STREAM: Final = "application/octet-stream"
@@ -44,6 +58,8 @@ ARTIFACTS_BUCKET: Final = "TW_ARTIFACTS"
 
 _CHUNK: Final = 1024 * 1024
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+#: a stored artifact: owner-only and read-only (content addressing: never rewritten in place)
+STORED_FILE_MODE: Final = 0o400
 
 
 class ArtifactNotFound(NotFound):
@@ -126,6 +142,9 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+# --- owner-only files ------------------------------------------------------------------
+
+
 class ArtifactStore(ABC):
     """The interface every backend implements. All methods are async; files stream in chunks.
 
@@ -185,7 +204,7 @@ def write_deterministic_tar(src: Path, out: Path) -> None:
         raise NotADirectoryError(f"{src} is not a directory")
     paths = sorted(src.rglob("*"), key=lambda p: p.relative_to(src).as_posix())
     with (
-        out.open("wb") as raw,
+        open_private(out, "wb") as raw,
         tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar,
     ):
         for path in paths:
@@ -205,9 +224,15 @@ def write_deterministic_tar(src: Path, out: Path) -> None:
 
 
 def safe_extract_tar(tar_path: Path, dest: Path) -> None:
-    """Extract into ``dest`` refusing absolute paths, ``..``, links and special files."""
+    """Extract into ``dest`` refusing absolute paths, ``..``, links and special files.
+
+    Everything extracted is owner-only: folders 0700, files 0600 (0700 if stored executable).
+    """
     tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex}"
-    tmp.mkdir(parents=True)
+    if not dest.parent.is_dir():
+        private_dir(dest.parent)
+    tmp.mkdir(mode=PRIVATE_DIR_MODE)
+    os.chmod(tmp, PRIVATE_DIR_MODE)
     try:
         with tarfile.open(tar_path, mode="r:") as tar:
             for member in tar:
@@ -216,14 +241,14 @@ def safe_extract_tar(tar_path: Path, dest: Path) -> None:
                     raise ValueError(f"unsafe path in artifact tar: {member.name!r}")
                 target = tmp.joinpath(*name.parts)
                 if member.isdir():
-                    target.mkdir(parents=True, exist_ok=True)
+                    private_dir(target)
                 elif member.isreg():
-                    target.parent.mkdir(parents=True, exist_ok=True)
+                    private_dir(target.parent)
                     source = tar.extractfile(member)
                     assert source is not None  # regular members always have content
-                    with source, target.open("wb") as f:
+                    with source, open_private(target, "wb") as f:
                         shutil.copyfileobj(source, f, _CHUNK)
-                    target.chmod(0o755 if member.mode & stat.S_IXUSR else 0o644)
+                    target.chmod(private_file_mode(member.mode))
                 else:
                     raise ValueError(f"unsupported entry type in artifact tar: {member.name!r}")
         if dest.exists():
@@ -241,7 +266,9 @@ class LocalArtifactStore(ArtifactStore):
     """Artifacts as read-only files ``root/sha256/<first 2 hex>/<hex>``.
 
     Writes go to ``root/tmp`` first, are fsynced and renamed into place, so a crash never
-    leaves a partial file under a hash name. Several processes may share ``root``.
+    leaves a partial file under a hash name. Several processes of the same user may share
+    ``root``: every put makes ``root`` and the folders under it 0700 and the files 0400, so a
+    store written by an older version is closed to other users by its next put.
     """
 
     def __init__(self, root: Path) -> None:
@@ -268,12 +295,11 @@ class LocalArtifactStore(ArtifactStore):
         return await asyncio.to_thread(put)
 
     def _put_stream(self, reader: BinaryIO, media_type: str) -> ArtifactRef:
-        tmp_dir = self.root / "tmp"
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        tmp = tmp_dir / uuid.uuid4().hex
+        private_dir(self.root)
+        tmp = private_dir(self.root / "tmp") / uuid.uuid4().hex
         h, size = hashlib.sha256(), 0
         try:
-            with tmp.open("wb") as out:
+            with open_private(tmp, "wb") as out:
                 while chunk := reader.read(_CHUNK):
                     h.update(chunk)
                     out.write(chunk)
@@ -286,8 +312,9 @@ class LocalArtifactStore(ArtifactStore):
                 return ref  # already stored: content addressing makes puts idempotent
             # absent, or a corrupted copy (bit rot, a hand edit): the rename replaces it
             # atomically, so readers see the old file or the good one, never a mix
-            final.parent.mkdir(parents=True, exist_ok=True)
-            tmp.chmod(0o444)
+            private_dir(final.parent.parent)
+            private_dir(final.parent)
+            tmp.chmod(STORED_FILE_MODE)
             os.replace(tmp, final)
             _fsync_dir(final.parent)
             return ref
@@ -308,7 +335,8 @@ class LocalArtifactStore(ArtifactStore):
     async def get_file(self, ref: ArtifactRef, dest: Path) -> Path:
         def copy() -> Path:
             target = Path(dest)
-            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.parent.is_dir():
+                private_dir(target.parent)
             tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
             h, size = hashlib.sha256(), 0
             try:
@@ -316,7 +344,7 @@ class LocalArtifactStore(ArtifactStore):
                     src = self.path_for(ref).open("rb")
                 except FileNotFoundError:
                     raise ArtifactNotFound(ref) from None
-                with src, tmp.open("wb") as out:
+                with src, open_private(tmp, "wb") as out:
                     while chunk := src.read(_CHUNK):
                         h.update(chunk)
                         out.write(chunk)
@@ -431,10 +459,11 @@ class NatsObjectArtifactStore(ArtifactStore):
     async def get_file(self, ref: ArtifactRef, dest: Path) -> Path:
         obs = await self._store()
         target = Path(dest)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.parent.is_dir():
+            private_dir(target.parent)
         tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
         try:
-            with tmp.open("wb") as out:
+            with open_private(tmp, "wb") as out:
                 try:
                     await obs.get(ref.sha256, writeinto=out)
                 except nats.js.errors.ObjectNotFoundError:
@@ -465,6 +494,9 @@ class NatsObjectArtifactStore(ArtifactStore):
 __all__ = [
     "ARTIFACTS_BUCKET",
     "OCTET_STREAM",
+    "PRIVATE_DIR_MODE",
+    "PRIVATE_FILE_MODE",
+    "STORED_FILE_MODE",
     "TAR",
     "URI_PREFIX",
     "ArtifactCorrupted",
@@ -473,6 +505,10 @@ __all__ = [
     "ArtifactStore",
     "LocalArtifactStore",
     "NatsObjectArtifactStore",
+    "make_private",
+    "open_private",
+    "private_dir",
     "safe_extract_tar",
     "write_deterministic_tar",
+    "write_private",
 ]

@@ -64,7 +64,7 @@ from tunewright.common.v1.common_pb2 import EventMeta
 from tunewright.core import catalog
 from tunewright.core import subjects as s
 from tunewright.core.catalog import UNLIMITED, ConsumerSpec, Retention, StreamSpec
-from tunewright.core.errors import InvalidArgument, PermanentError, TunewrightError
+from tunewright.core.errors import FieldViolation, InvalidArgument, PermanentError, TunewrightError
 from tunewright.core.ids import new_id
 from tunewright.core.logs import current_correlation_id
 from tunewright.core.settings import NatsSettings
@@ -82,6 +82,7 @@ PROCESSED_TTL_S: Final = 7 * 86400.0
 # the module that registers every tunewright.events.v1 message in the default pool
 _EVENTS_MODULE: Final = "tunewright.events.v1.events_pb2"
 _STREAM_EXISTS_WITH_OTHER_CONFIG: Final = 10058
+_MAX_WORKSPACE_CHARS: Final = 128
 _MAX_REASON_CHARS: Final = 400
 _PUBLISH_TIMEOUT_S: Final = 2.0
 # pause after each failed attempt; the last attempt's failure is raised
@@ -761,7 +762,17 @@ class EventBus:
             except nats.js.errors.BadRequestError as exc:
                 if exc.err_code != _STREAM_EXISTS_WITH_OTHER_CONFIG:
                     raise
-                await self.js.update_stream(config)
+                try:
+                    await self.js.update_stream(config)
+                except nats.errors.Error as update_failed:
+                    # a service's user may not update streams (tunewright up's users): the
+                    # operator's CLI declares them; run on with the stream as it is
+                    log.warning(
+                        "stream %s differs from the catalog and could not be updated (%s): "
+                        "declare the streams as the operator (tunewright up does)",
+                        spec.name,
+                        type(update_failed).__name__,
+                    )
         for consumer in self.consumers.values():
             # the durable-create API creates, or updates a consumer whose config changed
             await self.js.add_consumer(consumer.stream, _consumer_config(consumer))
@@ -819,6 +830,13 @@ class EventBus:
         if correlation_id:
             headers[s.HEADER_CORRELATION_ID] = correlation_id
         if workspace:
+            if len(workspace) > _MAX_WORKSPACE_CHARS:  # a header; NATS caps headers at 64 KiB
+                raise InvalidArgument(
+                    f"workspace name of {len(workspace)} characters (at most "
+                    f"{_MAX_WORKSPACE_CHARS})",
+                    reason="INVALID_WORKSPACE",
+                    field_violations=[FieldViolation("workspace", "too long")],
+                )
             headers[s.HEADER_WORKSPACE] = workspace
         payload = message.SerializeToString(deterministic=True)
         # the Nats-Msg-Id makes a retry safe: if the first attempt was stored, JetStream drops

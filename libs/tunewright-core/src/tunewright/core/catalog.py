@@ -337,3 +337,35 @@ def stream_for_subject(subject: str) -> StreamSpec:
         if spec.name == "TW_DLQ" and subject.startswith(s.DEAD_LETTER_PREFIX + "."):
             return spec
     raise KeyError(f"subject {subject!r} is not stored by any declared stream")
+
+
+def jetstream_admin_subjects() -> tuple[str, ...]:
+    """The JetStream API calls no service makes, denied to every service's NATS user: updating,
+    purging or deleting messages of the platform's streams (a stream sourced into TW_FACTS
+    with a subject transform would plant a forged fact), deleting any stream or consumer,
+    restores and cluster operations. Creating streams stays open (declaring an existing
+    stream with its catalog config is a no-op), and so do purges of the object-store
+    buckets, which delete artifacts. The operator's CLI user, which declares the streams
+    before `tunewright up` starts the services, keeps all of it."""
+    per_stream = tuple(
+        f"$JS.API.STREAM.{verb}.{spec.name}"
+        for spec in STREAMS
+        for verb in ("UPDATE", "PURGE", "MSG.DELETE")
+    )
+    return (
+        *per_stream,
+        "$JS.API.STREAM.DELETE.*",
+        "$JS.API.STREAM.RESTORE.*",
+        "$JS.API.STREAM.PEER.>",
+        "$JS.API.STREAM.LEADER.>",
+        "$JS.API.CONSUMER.DELETE.>",
+        "$JS.API.CONSUMER.LEADER.>",
+        "$JS.API.ACCOUNT.PURGE.>",
+        "$JS.API.META.>",
+    )
+
+
+def publish_denied_to(service: str) -> tuple[str, ...]:
+    """What ``service``'s NATS user may not publish: other services' facts and the
+    JetStream administration of the platform's streams."""
+    return (*facts_not_owned_by(service), *jetstream_admin_subjects())

@@ -29,7 +29,13 @@ from grpc_reflection.v1alpha import reflection as grpc_reflection
 from grpc_status import rpc_status
 
 from tunewright.core.errors import FieldViolation, TunewrightError
-from tunewright.core.identities import PLATFORM, Identity, identity_scope, token_digest
+from tunewright.core.identities import (
+    PLATFORM,
+    Identity,
+    identity_scope,
+    token_digest,
+    viewer_refusal,
+)
 from tunewright.core.logs import correlation_scope, current_correlation_id, new_correlation_id
 
 __all__ = [
@@ -157,8 +163,9 @@ class CorrelationInterceptor(_GuardInterceptor):
 class BearerAuthInterceptor(_GuardInterceptor):
     """Requires ``authorization: Bearer <token>`` on every call outside :data:`OPEN_SERVICES`:
     the platform ``token`` (identity ``platform``, role admin) or one of ``identities``
-    (token sha256 -> identity, :mod:`tunewright.core.identities`). The handler runs with the
-    caller's identity in :func:`~tunewright.core.identities.current_identity`."""
+    (token sha256 -> identity, :mod:`tunewright.core.identities`). A viewer may call only
+    the RPCs that read (PERMISSION_DENIED otherwise). The handler runs with the caller's
+    identity in :func:`~tunewright.core.identities.current_identity`."""
 
     def __init__(self, token: str | None, identities: Mapping[str, Identity] | None = None) -> None:
         if token is not None and not token:
@@ -190,10 +197,27 @@ class BearerAuthInterceptor(_GuardInterceptor):
                     grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token"
                 )
             assert identity is not None
+            refusal = viewer_refusal(identity, details.method)
+            if refusal is not None:
+                status = to_rpc_status(
+                    grpc.StatusCode.PERMISSION_DENIED, refusal, reason="ROLE_REQUIRED"
+                )
+                await context.abort_with_status(rpc_status.to_status(status))
             with identity_scope(identity):
                 yield
 
         return check
+
+
+_MAX_MESSAGE_CHARS: Final = 2000
+
+
+def _bounded(message: str) -> str:
+    """A message that fits gRPC's metadata limit (a message quoting a 70 KB id would turn the
+    caller's INVALID_ARGUMENT into RESOURCE_EXHAUSTED)."""
+    if len(message) <= _MAX_MESSAGE_CHARS:
+        return message
+    return message[: _MAX_MESSAGE_CHARS - 40] + f"… ({len(message)} characters in all)"
 
 
 def status_code_for(error: TunewrightError) -> Any:
@@ -256,7 +280,7 @@ class ErrorInterceptor(_GuardInterceptor):
                     metadata["correlation_id"] = cid
                 status = to_rpc_status(
                     code,
-                    exc.message,
+                    _bounded(exc.message),
                     reason=exc.reason,
                     field_violations=exc.field_violations,
                     metadata=metadata,

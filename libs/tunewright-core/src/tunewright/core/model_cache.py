@@ -4,7 +4,9 @@ Every service that rebuilds a base model (trainer, evaluator, synth, serve, the 
 finds the same cache: ``$TUNEWRIGHT_MODEL_CACHE``, which a service sets to
 ``<data_dir>/models`` at start-up unless the operator set it (child processes inherit it), else
 ``~/.cache/tunewright/models``. Entries are named by the sha256 of what they were made from, so
-two services or hosts that share the folder never disagree about what is in it.
+two services or hosts that share the folder never disagree about what is in it. The folder and
+what is converted into it are owner-only (0700 / 0600, :func:`ensure_cache_dir`,
+:func:`tunewright.core.artifacts.make_private`): they are model weights.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+
+from tunewright.core.private_files import private_dir
 
 ENV = "TUNEWRIGHT_MODEL_CACHE"
 _CHUNK = 1 << 20
@@ -22,6 +26,11 @@ _digests: dict[tuple[str, int, int], str] = {}
 def cache_dir() -> Path:
     configured = os.environ.get(ENV)
     return Path(configured) if configured else Path.home() / ".cache" / "tunewright" / "models"
+
+
+def ensure_cache_dir(cache: Path | None = None) -> Path:
+    """``cache`` (default :func:`cache_dir`), created owner-only (0700) whatever the umask."""
+    return private_dir(cache or cache_dir())
 
 
 def use_data_dir(data_dir: Path) -> None:

@@ -37,7 +37,7 @@ class RegistryClient:
         self.address = address
         self._channel: Any = None
         settings = grpc_settings or GrpcSettings()
-        token = settings.auth_token
+        token = settings.outgoing_token
         self._metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {token.get_secret_value()}"),) if token is not None else ()
         )

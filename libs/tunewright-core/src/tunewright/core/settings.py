@@ -30,7 +30,9 @@ import contextvars
 import difflib
 import ipaddress
 import os
+import re
 import types
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, Literal, Self, TypeVar, Union, get_args, get_origin
@@ -40,13 +42,17 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from tunewright.core.errors import FieldViolation, InvalidArgument
+
 __all__ = [
     "CONFIG_ENV_VAR",
+    "DEFAULT_ALLOWED_URLS",
     "ENV_PREFIX",
     "ArtifactSettings",
     "GrpcSettings",
     "LogSettings",
     "NatsSettings",
+    "OutboundSettings",
     "PluginSettings",
     "SettingsError",
     "SettingsSection",
@@ -142,7 +148,13 @@ class GrpcSettings(SettingsSection):
     identities_file: Path | None = Field(
         default=None,
         description="YAML of further callers: {identities: [{name, role, token_sha256}]}; "
-        "roles viewer, submitter, reviewer, promoter, admin (tunewright identity add).",
+        "roles viewer, submitter, reviewer, promoter, admin (tunewright identity add), and "
+        "service for the platform's services (named after the service).",
+    )
+    client_token: SecretStr | None = Field(
+        default=None,
+        description="The token this process presents when it calls another service (a "
+        "service's own identity, role service in the identities file); unset = auth_token.",
     )
     grace_period_s: float = Field(
         default=5.0, ge=0, description="On shutdown, how long in-flight calls may still run."
@@ -157,6 +169,8 @@ class GrpcSettings(SettingsSection):
             )
         if self.auth_token is not None and not self.auth_token.get_secret_value():
             raise ValueError("grpc.auth_token is empty; leave it unset to disable auth")
+        if self.client_token is not None and not self.client_token.get_secret_value():
+            raise ValueError("grpc.client_token is empty; leave it unset to send auth_token")
         if self.identities_file is not None and self.auth_token is None:
             raise ValueError("grpc.identities_file needs grpc.auth_token (the platform's own)")
         if self.auth_token is not None and not self.tls and not is_loopback(self.host):
@@ -167,6 +181,11 @@ class GrpcSettings(SettingsSection):
                 "or bind 127.0.0.1"
             )
         return self
+
+    @property
+    def outgoing_token(self) -> SecretStr | None:
+        """What this process sends when it calls another service."""
+        return self.client_token if self.client_token is not None else self.auth_token
 
     @property
     def address(self) -> str:
@@ -216,6 +235,167 @@ class ArtifactSettings(SettingsSection):
     )
 
 
+#: where a job may send data unless the operator says otherwise: this host only
+DEFAULT_ALLOWED_URLS: Final = (
+    "http://127.0.0.1:*",
+    "https://127.0.0.1:*",
+    "http://localhost:*",
+    "https://localhost:*",
+    "http://[::1]:*",
+    "https://[::1]:*",
+)
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+_ANY_PORT: Final = -1
+# RFC 3986 characters only: no spaces, backslashes or controls that URL parsers disagree on
+_URL_CHARS: Final = re.compile(r"^[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+$")
+_URL_SETTING: Final = "outbound.allowed_urls (TW_OUTBOUND__ALLOWED_URLS, a JSON list)"
+_PATH_SETTING: Final = "outbound.allowed_paths (TW_OUTBOUND__ALLOWED_PATHS, a JSON list)"
+#: scheme, host, port (None: not given), path of a URL
+_Url = tuple[str, str, int | None, str]
+
+
+class OutboundSettings(SettingsSection):
+    """Where job specs may send data or write files: the operator's allow-lists.
+
+    A job names destinations in plugin params (a generator's ``base_url``, an MLflow
+    ``tracking_uri``, a TensorBoard ``logdir``, a tracker file's ``path``); jobs come from
+    callers, these lists from the operator. A plugin checks such params with
+    :meth:`check_url` and :meth:`check_path` before it does anything (the service passes
+    ``outbound=settings.outbound`` to its factory), so a spec naming anything else is refused
+    with INVALID_ARGUMENT naming the field and the setting to change.
+    """
+
+    allowed_urls: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_ALLOWED_URLS),
+        description="URL prefixes a job may send data to, 'scheme://host[:port][/path]': "
+        "same scheme and host ('*.example.com' for its subdomains), the same port (none "
+        "given: the scheme's default; ':*' any), the path at or under the prefix's. Default: "
+        "this host only (http(s) on 127.0.0.1, localhost, [::1], any port); e.g. "
+        "['http://vllm:8000/v1', 'https://api.openai.com/v1']. Setting it replaces the default.",
+    )
+    allowed_paths: list[Path] = Field(
+        default_factory=list,
+        description="Absolute folders a job may write files under (a TensorBoard logdir, a "
+        "tracker file), besides the folder the service gives the plugin (under data_dir). "
+        "Paths are resolved first: '..' and symlinks cannot leave them.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        for i, entry in enumerate(self.allowed_urls):
+            try:
+                _url_rule(entry)
+            except ValueError as exc:
+                raise ValueError(f"outbound.allowed_urls[{i}]: {exc}") from None
+        for i, path in enumerate(self.allowed_paths):
+            if not path.is_absolute():
+                raise ValueError(f"outbound.allowed_paths[{i}] must be an absolute path")
+        return self
+
+    @classmethod
+    def given(cls, value: object) -> OutboundSettings:
+        """The policy a factory got as ``outbound=``: the service's, or the defaults when it
+        passed none. Anything else came from a job's params (JSON cannot make an instance of
+        this class) and is refused: a job may not choose its own allow-list."""
+        if value is None:
+            return cls()
+        if not isinstance(value, cls):
+            raise InvalidArgument(
+                "params may not carry outbound: allowed destinations are the operator's "
+                f"settings {_URL_SETTING} and {_PATH_SETTING}",
+                reason="OUTBOUND_IN_PARAMS",
+                field_violations=[FieldViolation("params.outbound", "not allowed in a job")],
+            )
+        return value
+
+    def check_url(self, url: str, *, field: str) -> str:
+        """``url`` when an ``allowed_urls`` entry covers it, else :class:`InvalidArgument`
+        naming ``field`` (``params.base_url``) and the setting. The message shows scheme,
+        host and port only (a URL may carry credentials)."""
+        try:
+            target = _url_parts(url)
+        except ValueError as exc:
+            raise _refused(field, f"not an allowed URL: {exc}", _URL_SETTING) from None
+        if not any(_covers(_url_rule(entry), target) for entry in self.allowed_urls):
+            scheme, host, port, _ = target
+            shown = f"{scheme}://{f'[{host}]' if ':' in host else host}"
+            shown += f":{port}" if port is not None else ""
+            raise _refused(field, f"{shown} is not an allowed destination", _URL_SETTING)
+        return url
+
+    def check_path(self, path: str | Path, *, field: str, root: Path) -> Path:
+        """``path`` resolved (a relative one against ``root``) when it lies in ``root`` or
+        in an ``allowed_paths`` folder, else :class:`InvalidArgument` naming ``field``."""
+        text = str(path)
+        if not text or "\x00" in text:
+            raise _refused(field, "not a path", _PATH_SETTING)
+        candidate = Path(text)
+        resolved = (candidate if candidate.is_absolute() else root / candidate).resolve()
+        roots = [root.resolve(), *(p.resolve() for p in self.allowed_paths)]
+        if not any(resolved.is_relative_to(r) for r in roots):
+            raise _refused(
+                field, "is outside the service's folder and outbound.allowed_paths", _PATH_SETTING
+            )
+        return resolved
+
+
+def _refused(field: str, what: str, setting: str) -> InvalidArgument:
+    return InvalidArgument(
+        f"{field}: {what}; the operator allows destinations with {setting}",
+        reason="DESTINATION_NOT_ALLOWED",
+        field_violations=[FieldViolation(field, f"{what}; see {setting}")],
+    )
+
+
+def _url_parts(url: str) -> _Url:
+    """(scheme, host, port or None, path) of an absolute URL; ValueError when it is not one,
+    or when it has a '.' or '..' path segment."""
+    if not _URL_CHARS.match(url):
+        raise ValueError("characters outside RFC 3986")
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname  # lower case, brackets and user info gone
+    if not parts.scheme or not host:
+        raise ValueError("needs scheme://host")
+    if "%" in host:
+        raise ValueError("percent-escapes in the host are not allowed")
+    port = parts.port  # ValueError when it is not a number in range
+    path = urllib.parse.unquote(parts.path)
+    if any(segment in (".", "..") for segment in path.split("/")):
+        raise ValueError("'.' and '..' path segments are not allowed")
+    return parts.scheme.lower(), host, port, path
+
+
+def _url_rule(entry: str) -> _Url:
+    """An ``allowed_urls`` entry as (scheme, host, port: ``_ANY_PORT`` for ':*', path)."""
+    parts = urllib.parse.urlsplit(entry)
+    any_port = parts.netloc.endswith(":*")
+    if any_port:
+        entry = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc[:-2]))
+    scheme, host, port, path = _url_parts(entry)
+    if parts.username is not None or parts.query or parts.fragment:
+        raise ValueError("an entry is scheme://host[:port][/path], without user, query, fragment")
+    if "*" in host and (not host.startswith("*.") or "*" in host[2:]):
+        raise ValueError("a wildcard host is '*.domain'")
+    return scheme, host, _ANY_PORT if any_port else port, path.rstrip("/")
+
+
+def _covers(rule: _Url, target: _Url) -> bool:
+    scheme, host, port, path = rule
+    t_scheme, t_host, t_port, t_path = target
+    if scheme != t_scheme:
+        return False
+    if host.startswith("*."):
+        if not t_host.endswith(host[1:]):
+            return False
+    elif host != t_host:
+        return False
+    if port != _ANY_PORT:
+        default = _DEFAULT_PORTS.get(scheme)
+        if (port if port is not None else default) != (t_port if t_port is not None else default):
+            return False
+    return not path or t_path == path or t_path.startswith(path + "/")
+
+
 class TunewrightSettings(BaseSettings):
     """Settings every service shares; a service subclasses it to add its own section."""
 
@@ -244,6 +424,10 @@ class TunewrightSettings(BaseSettings):
     plugins: PluginSettings = Field(default_factory=PluginSettings, description="Plugins.")
     artifacts: ArtifactSettings = Field(
         default_factory=ArtifactSettings, description="Artifact store."
+    )
+    outbound: OutboundSettings = Field(
+        default_factory=OutboundSettings,
+        description="Where job specs may send data and write files (operator allow-lists).",
     )
 
     @property

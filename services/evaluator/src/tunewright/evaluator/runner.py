@@ -38,6 +38,7 @@ from tunewright.core.errors import (
 from tunewright.core.model_versions import base_model, fetch_chain
 from tunewright.core.plugins import Registries
 from tunewright.core.registry_client import VersionLookup
+from tunewright.core.settings import OutboundSettings
 from tunewright.core.splits import read_split_rows
 from tunewright.evaluator.comparison import (
     Delta,
@@ -182,7 +183,13 @@ def policy_from(spec: evaluator_pb2.GatePolicy) -> GatePolicy:
     )
 
 
-def validate(spec: evaluator_pb2.EvaluationSpec, plugins: Registries) -> None:
+def validate(
+    spec: evaluator_pb2.EvaluationSpec,
+    plugins: Registries,
+    outbound: OutboundSettings | None = None,
+) -> None:
+    """Every fault of ``spec`` at once; a judge's params (its ``base_url`` against the
+    operator's ``outbound`` allow-lists among them) are checked by its generator's factory."""
     bad = []
     if not (spec.candidate.model.id or spec.candidate.model.model):
         bad.append(FieldViolation("spec.candidate.model", "a registered model version is required"))
@@ -221,7 +228,11 @@ def validate(spec: evaluator_pb2.EvaluationSpec, plugins: Registries) -> None:
                 )
             )
         else:
-            model, params = _judge_params(judge)
+            try:
+                model, params = _judge_params(judge)
+            except ValueError as exc:  # NaN / Infinity have no JSON form
+                bad.append(FieldViolation("spec.judge.params", str(exc)[:300]))
+                model, params = {}, {}
             if judge.name == "local" and not (model.get("model_version_id") or model.get("model")):
                 bad.append(
                     FieldViolation(
@@ -231,7 +242,7 @@ def validate(spec: evaluator_pb2.EvaluationSpec, plugins: Registries) -> None:
                     )
                 )
             try:  # generator factories are cheap and check their params (no request is made)
-                plugins.generators.get(judge.name).factory(**params)
+                plugins.generators.get(judge.name).factory(**params, **_outbound(outbound))
             except TunewrightError as exc:
                 bad.append(FieldViolation("spec.judge.params", exc.message[:300]))
             except (TypeError, ValueError) as exc:
@@ -251,9 +262,18 @@ def validate(spec: evaluator_pb2.EvaluationSpec, plugins: Registries) -> None:
     if not spec.gate.rules:
         bad.append(FieldViolation("spec.gate.rules", "a gate needs at least one rule"))
     if bad:
+        # the fields in the message too: a stage's stated reason carries only the message
+        reasons = "; ".join(f"{v.field}: {v.description}" for v in bad)
         raise InvalidArgument(
-            "invalid evaluation spec", reason="EVALUATION_SPEC_INVALID", field_violations=bad
+            f"invalid evaluation spec: {reasons}",
+            reason="EVALUATION_SPEC_INVALID",
+            field_violations=bad,
         )
+
+
+def _outbound(outbound: OutboundSettings | None) -> dict[str, Any]:
+    """``outbound=`` for a generator factory, when the service has a policy to hand over."""
+    return {} if outbound is None else {"outbound": outbound}
 
 
 def _params(ref: common_pb2.PluginRef) -> dict[str, Any]:
@@ -276,12 +296,19 @@ def _judge_params(judge: common_pb2.PluginRef) -> tuple[dict[str, Any], dict[str
 
 class Evaluation:
     def __init__(
-        self, *, lookup: Lookup, artifacts: ArtifactStore, plugins: Registries, workdir: Path
+        self,
+        *,
+        lookup: Lookup,
+        artifacts: ArtifactStore,
+        plugins: Registries,
+        workdir: Path,
+        outbound: OutboundSettings | None = None,
     ) -> None:
         self.lookup = lookup
         self.artifacts = artifacts
         self.plugins = plugins
         self.workdir = workdir
+        self.outbound = outbound  # the operator's allowed destinations (settings.outbound)
 
     def _base(self, uri: str, seed: int) -> Any:
         return base_model(self.plugins.base_models, uri, seed)
@@ -289,7 +316,7 @@ class Evaluation:
     async def run(
         self, run_id: str, spec: evaluator_pb2.EvaluationSpec, progress: Progress
     ) -> Outcome:
-        validate(spec, self.plugins)
+        validate(spec, self.plugins, self.outbound)
         workspace = spec.workspace or "default"
         candidate = await self.lookup.model_version(spec.candidate.model, workspace)
         dataset = await self.lookup.dataset_version(spec.dataset, workspace)
@@ -450,7 +477,9 @@ class Evaluation:
             raise FailedPrecondition(
                 f"no {name!r} generator plugin is installed", reason="NO_GENERATOR"
             )
-        return self.plugins.generators.get(name).factory(**(params or {}))
+        return self.plugins.generators.get(name).factory(
+            **(params or {}), **_outbound(self.outbound)
+        )
 
     def _answers(self, plan: ModelPlan, prompts: list[Messages], decoding: Decoding) -> list[str]:
         answers = self._generator("local").generate(

@@ -40,6 +40,7 @@ from nats.js import api as js_api
 
 from tunewright.common.v1 import common_pb2
 from tunewright.core import subjects
+from tunewright.core.artifacts import open_private, private_dir, write_private
 from tunewright.core.bus import Delivery, event_meta, publish_until_acked
 from tunewright.core.errors import FailedPrecondition, NotFound, TunewrightError
 from tunewright.core.ids import new_id, stable_id
@@ -66,22 +67,21 @@ log = logging.getLogger(__name__)
 
 
 class RunStore:
-    """One JSON file per run (the protobuf JSON form), written atomically."""
+    """One JSON file per run (the protobuf JSON form), written atomically; owner-only."""
 
     def __init__(self, root: Path) -> None:
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+        self.root = private_dir(root)
         self._last_sequence: dict[str, int] = {}
 
     def _path(self, run_id: str) -> Path:
-        if not run_id.replace("_", "").replace("-", "").isalnum():
+        if len(run_id) > 128 or not run_id.replace("_", "").replace("-", "").isalnum():
             raise NotFound(f"evaluation run {run_id!r} not found")
         return self.root / f"{run_id}.json"
 
     def put(self, run: evaluator_pb2.EvaluationRun) -> None:
         path = self._path(run.id)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json_format.MessageToJson(run, preserving_proto_field_name=True))
+        write_private(tmp, json_format.MessageToJson(run, preserving_proto_field_name=True))
         tmp.replace(path)
 
     def get(self, run_id: str) -> evaluator_pb2.EvaluationRun:
@@ -111,7 +111,7 @@ class RunStore:
             last = len(self.events(event.job_id))
         event.sequence = last + 1
         event.created_at.GetCurrentTime()
-        with path.open("a") as out:
+        with open_private(path, "a") as out:
             out.write(json_format.MessageToJson(event, indent=None) + "\n")
         self._last_sequence[event.job_id] = event.sequence
         return event
@@ -171,8 +171,7 @@ class Evaluator(evaluator_pb2_grpc.EvaluatorServiceServicer):
         self.context = context
         data = context.settings.data_dir / "evaluator"
         self.store = RunStore(data / "runs")
-        self.workdir = data / "work"
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = private_dir(data / "work")  # models being evaluated: owner-only
         self.lookup = RegistryClient(
             context.settings.evaluator.registry_address, context.settings.grpc
         )
@@ -237,7 +236,7 @@ class Evaluator(evaluator_pb2_grpc.EvaluatorServiceServicer):
 
     async def SubmitEvaluationRun(self, request: Any, context: Any) -> Any:
         spec = request.spec
-        validate(spec, self.context.plugins.registries)
+        validate(spec, self.context.plugins.registries, self.context.settings.outbound)
         run_id = stable_id("eval", request.request_id) if request.request_id else new_id("eval")
         try:
             return evaluator_pb2.SubmitEvaluationRunResponse(run=self.store.get(run_id))
@@ -426,6 +425,7 @@ class Evaluator(evaluator_pb2_grpc.EvaluatorServiceServicer):
             artifacts=self.context.artifacts,
             plugins=self.context.plugins.registries,
             workdir=self.workdir,
+            outbound=self.context.settings.outbound,
         )
         try:
             outcome = await evaluation.run(run_id, request.spec, progress)

@@ -92,10 +92,14 @@ def _filters(
     spec: ingest_pb2.IngestSpec, section: IngestSection, registries: Registries,
     bad: list[FieldViolation],
 ) -> list[tuple[str, Any]]:  # fmt: skip
-    refs: list[tuple[str, dict[str, Any], str]] = [
-        (ref.name, json_format.MessageToDict(ref.params), f"spec.filters[{i}]")
-        for i, ref in enumerate(spec.filters)
-    ] or [(name, {}, "settings.ingest.default_filters") for name in section.default_filters]
+    refs: list[tuple[str, dict[str, Any], str]] = []
+    for i, ref in enumerate(spec.filters):
+        try:
+            refs.append((ref.name, json_format.MessageToDict(ref.params), f"spec.filters[{i}]"))
+        except (json_format.SerializeToJsonError, ValueError) as exc:  # NaN, Infinity: not JSON
+            bad.append(FieldViolation(f"spec.filters[{i}].params", str(exc)))
+    if not spec.filters:
+        refs = [(name, {}, "settings.ingest.default_filters") for name in section.default_filters]
     out = []
     for name, params, where in refs:
         if name not in registries.curation_filters:
@@ -178,8 +182,14 @@ def curation_config(
     ):
         if value not in table:
             bad.append(FieldViolation(field, f"unsupported value {value}"))
-    if spec.max_chars < 0:
-        bad.append(FieldViolation("spec.max_chars", "must be >= 0 (0 = no limit)"))
+    if not 0 <= spec.max_chars <= section.max_chars:
+        bad.append(
+            FieldViolation(
+                "spec.max_chars",
+                f"must be in [0, {section.max_chars}]: 0 means the server's maximum, "
+                f"ingest.max_chars = {section.max_chars} (the operator's setting)",
+            )
+        )
     dedup = spec.dedup if spec.HasField("dedup") else None
     near_threshold = (dedup.near_threshold if dedup else 0.0) or section.near_threshold
     if not 0.0 < near_threshold <= 1.0:
@@ -210,7 +220,8 @@ def curation_config(
         file_format=FILE_FORMATS[spec.file_format],
         record_format=RECORD_FORMATS[spec.record_format],
         kind=KINDS[spec.kind],
-        max_chars=spec.max_chars,
+        max_chars=spec.max_chars or section.max_chars,
+        max_line_bytes=section.max_line_bytes,
         exact_dedup=dedup.exact if dedup else True,
         near_dedup=dedup.near if dedup else True,
         near_threshold=near_threshold,

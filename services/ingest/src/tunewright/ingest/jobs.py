@@ -71,6 +71,24 @@ class JobStore(job_store.JobStore[ingest_pb2.IngestJob]):
                 return True
         return False
 
+    def owned_sources(self) -> list[str]:
+        return [row[0] for row in self._query("SELECT sha256 FROM owned_sources", ())]
+
+    def source_last_read(self, sha256: str) -> float | None:
+        """When the last finished job that read ``sha256`` ended (epoch seconds), or None."""
+        done = sorted(TERMINAL)
+        rows = self._query(
+            f"SELECT job FROM jobs WHERE status IN ({', '.join('?' * len(done))})", tuple(done)
+        )
+        last: float | None = None
+        for (blob,) in rows:
+            job = ingest_pb2.IngestJob.FromString(blob)
+            source = job.spec.source
+            if source.sha256 == sha256 or source.uri.endswith(sha256):
+                ended = job.finished_at.ToMicroseconds() / 1e6
+                last = ended if last is None else max(last, ended)
+        return last
+
     # --- results ---
     def set_result(
         self,

@@ -34,14 +34,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from tunewright.core.artifacts import make_private, private_dir
 from tunewright.core.errors import Cancelled, InvalidArgument
 from tunewright.ingest import canary
 from tunewright.ingest.dedup import ExactDeduper, NearDeduper
 from tunewright.ingest.labels import find_noisy_labels
 from tunewright.ingest.pii import DatasetScrubber, PiiConfig
 from tunewright.ingest.quarantine import QuarantineWriter
-from tunewright.ingest.readers import FileFormat, RawRow, detect_file_format, read_rows
+from tunewright.ingest.readers import (
+    DEFAULT_MAX_LINE_BYTES,
+    FileFormat,
+    RawRow,
+    detect_file_format,
+    read_rows,
+)
 from tunewright.ingest.records import (
+    DEFAULT_MAX_CHARS,
     KIND_OF_FORMAT,
     Kind,
     Reason,
@@ -66,7 +74,10 @@ class CurationConfig:
     file_format: FileFormat | None = None  # None: detect
     record_format: RecordFormat | None = None  # None: detect from the first decodable row
     kind: Kind | None = None  # None: whatever the format implies
-    max_chars: int = 0
+    #: rows longer than this (characters of all texts) are quarantined over_length; > 0
+    max_chars: int = DEFAULT_MAX_CHARS
+    #: rows longer than this (bytes as read) are quarantined line_too_long (readers.py)
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
     exact_dedup: bool = True
     near_dedup: bool = True
     near_threshold: float = 0.8
@@ -91,6 +102,10 @@ class CurationConfig:
     canaries_per_type: int = canary.DEFAULT_PER_TYPE
     #: a canary recall under this for any type fails the job (the worker rejects it); 0 = off
     min_canary_recall: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.max_chars <= 0:  # there is no "unlimited": rows are held in memory
+            raise ValueError(f"max_chars must be > 0, got {self.max_chars}")
 
 
 @dataclass
@@ -260,7 +275,7 @@ class _Pass:
             self.quarantined(raw.line, exc.reason, exc.detail, raw.raw)
             return
         text = record.all_text()
-        if self.config.max_chars and len(text) > self.config.max_chars:
+        if len(text) > self.config.max_chars:
             self.quarantined(
                 raw.line, Reason.OVER_LENGTH, f"{len(text)} > {self.config.max_chars}", raw.raw
             )
@@ -459,7 +474,7 @@ def curate(
     :raises Cancelled: ``cancelled()`` turned true between batches.
     """
     started = time.monotonic()
-    work_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(work_dir)  # accepted rows, splits, row log: owner-only (0700, files 0600)
     file_format = config.file_format or detect_file_format(source, config.source_name)
     row_log = _RowLog(work_dir / "row_log.jsonl")
     state = _Pass(
@@ -471,7 +486,7 @@ def curate(
     )
     try:
         next_progress = progress_every
-        for raw in read_rows(source, file_format):
+        for raw in read_rows(source, file_format, max_line_bytes=config.max_line_bytes):
             state.add(raw)
             if state.counts.total >= next_progress:
                 next_progress += progress_every
@@ -555,6 +570,7 @@ def curate(
     files["pii_audit.json"] = work_dir / "pii_audit.json"
     files["pii_audit.json"].write_text(json.dumps(audit, indent=2, sort_keys=True))
     files["row_log.jsonl"] = row_log.path
+    make_private(work_dir)  # what pyarrow and open() made under the process umask
     return CurationResult(
         kind, fmt, file_format, counts, content_hash, files, report, audit, canaries
     )

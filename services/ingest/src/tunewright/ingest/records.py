@@ -15,6 +15,11 @@ Columns that are not part of the format (``ticket_id``, ``category``, ...) ride 
 
 A row that cannot become a valid record raises :class:`RowRejected` with a reason code from
 :class:`Reason`; the pipeline quarantines it with its line number.
+
+Size limits: :data:`DEFAULT_MAX_CHARS` is the longest row (all its texts, in characters) a
+server accepts unless the operator sets ``ingest.max_chars``; JSON (a line, a CSV cell holding
+a message list) is parsed by :func:`load_json`, which refuses nesting deeper than
+:data:`MAX_JSON_DEPTH` and lone surrogates, so no later step recurses or fails to encode.
 """
 
 from __future__ import annotations
@@ -25,7 +30,14 @@ import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Final
+
+#: rows longer than this (characters of all their texts) are quarantined ``over_length``
+#: unless the operator sets ``ingest.max_chars``; a job's ``max_chars`` may only lower it
+DEFAULT_MAX_CHARS: Final = 200_000
+#: JSON nested deeper than this is not a record (json would recurse towards the stack limit)
+MAX_JSON_DEPTH: Final = 64
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class Reason(enum.StrEnum):
@@ -34,6 +46,8 @@ class Reason(enum.StrEnum):
     INVALID_UTF8 = "invalid_utf8"
     INVALID_JSON = "invalid_json"
     INVALID_CSV = "invalid_csv"
+    #: a JSONL line, a CSV record or a Parquet row (as JSON) over ``ingest.max_line_bytes``
+    LINE_TOO_LONG = "line_too_long"
     NOT_AN_OBJECT = "not_an_object"
     UNKNOWN_FORMAT = "unknown_format"
     FORMAT_MISMATCH = "format_mismatch"
@@ -195,6 +209,40 @@ def _parse_canonical_turns(items: Sequence[Mapping[str, str]]) -> tuple[Turn, ..
     return tuple(Turn(t["role"], t["content"]) for t in items)
 
 
+def load_json(text: str) -> Any:
+    """:func:`json.loads` for untrusted rows; :class:`ValueError` when the text is not JSON,
+    nests deeper than :data:`MAX_JSON_DEPTH`, or holds a lone surrogate (a ``\\ud800``
+    escape: such a string cannot be written as UTF-8)."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH}") from None
+    # walk only when there can be something to find: enough brackets, or a \u escape
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH or "\\u" in text:
+        _check_json_value(value)
+    return value
+
+
+def _check_json_value(value: Any) -> None:
+    """Depth and surrogates, without recursion."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                raise ValueError("a string holds a lone surrogate (\\ud800-\\udfff escape)")
+            continue
+        if not isinstance(item, dict | list):
+            continue
+        if depth >= MAX_JSON_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_JSON_DEPTH}")
+        if isinstance(item, dict):
+            stack += [(key, depth) for key in item]
+            stack += [(child, depth + 1) for child in item.values()]
+        else:
+            stack += [(child, depth + 1) for child in item]
+
+
 # --- detection ---------------------------------------------------------------------------
 
 
@@ -248,7 +296,7 @@ def _turns(value: Any, name: str, *, role_key: str = "role", content_key: str = 
            roles: Mapping[str, str] | None = None) -> tuple[Turn, ...]:  # fmt: skip
     if isinstance(value, str):  # CSV cells carry message lists as JSON text
         try:
-            value = json.loads(value)
+            value = load_json(value)
         except ValueError:
             raise RowRejected(Reason.BAD_TYPE, f"field {name!r} must be a list of turns") from None
     if not isinstance(value, list):
@@ -347,7 +395,10 @@ def _meta(row: Mapping[str, Any], fmt: RecordFormat) -> dict[str, str]:
     for key, value in row.items():
         if key in _FORMAT_FIELDS[fmt] or value is None:
             continue
-        out[str(key)] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        # default=str: Parquet cells can be bytes, dates, decimals
+        out[str(key)] = (
+            value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+        )
     return out
 
 
@@ -392,7 +443,7 @@ def parse_record(row: Mapping[str, Any], fmt: RecordFormat) -> Record:
         source = _require(row, "input")
         if isinstance(source, str):
             try:
-                source = json.loads(source)
+                source = load_json(source)
             except ValueError:
                 raise RowRejected(Reason.BAD_TYPE, "field 'input' must be an object") from None
         if not isinstance(source, Mapping):

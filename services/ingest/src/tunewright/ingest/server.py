@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from tunewright.common.v1 import common_pb2
-from tunewright.core.artifacts import ArtifactRef
+from tunewright.core.artifacts import ArtifactRef, open_private, private_dir
 from tunewright.core.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -60,12 +60,11 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         self, header: ingest_pb2.UploadHeader, chunks: AsyncIterator[bytes]
     ) -> tuple[ArtifactRef, int]:
         limit = self.settings.ingest.max_upload_bytes
-        uploads = self.settings.ingest_dir / "uploads"
-        uploads.mkdir(parents=True, exist_ok=True)
+        uploads = private_dir(self.settings.ingest_dir / "uploads")  # raw rows: owner-only
         path = uploads / uuid.uuid4().hex
         digest, size = hashlib.sha256(), 0
         try:
-            with path.open("wb") as f:
+            with open_private(path, "wb") as f:
                 async for chunk in chunks:
                     size += len(chunk)
                     if size > limit:
@@ -334,6 +333,8 @@ def grpc_bindings(context: ServiceContext[IngestSettings]) -> list[GrpcBinding]:
 
 def consumers(context: ServiceContext[IngestSettings]) -> list[Consumer]:
     _jobs_store, worker = _wiring.get(context)
+    # built once at start, in the service's loop: look at the owned sources a restart left
+    worker.sweep_sources()
     return [Consumer("ingest-worker", worker.handle)]  # tw.ingest.dataset.requested
 
 

@@ -11,6 +11,8 @@ from pydantic import Field, SecretStr
 
 from tunewright.core.settings import SettingsSection, TunewrightSettings
 from tunewright.ingest.pii import DEFAULT_ENTITIES, DEFAULT_MODEL
+from tunewright.ingest.readers import DEFAULT_MAX_LINE_BYTES, MAX_LINE_BYTES_LIMIT
+from tunewright.ingest.records import DEFAULT_MAX_CHARS
 
 
 class IngestSection(SettingsSection):
@@ -96,8 +98,35 @@ class IngestSection(SettingsSection):
             "did not have): a source named by reference is someone else's artifact."
         ),
     )
+    delete_sources_after_s: float = Field(
+        default=600.0,
+        ge=0,
+        description=(
+            "How long after the last job that read an owned source ended it is deleted (a "
+            "job that reads it meanwhile starts the wait again): pipelines submitted together "
+            "on one upload are still queued when the first ends, and must find it."
+        ),
+    )
     max_upload_bytes: int = Field(
         default=20 * 1024**3, gt=0, description="Largest upload UploadDataset accepts."
+    )
+    max_line_bytes: int = Field(
+        default=DEFAULT_MAX_LINE_BYTES,
+        gt=0,
+        le=MAX_LINE_BYTES_LIMIT,
+        description=(
+            "Longest row the readers take, in bytes: a JSONL line, a CSV record (all its "
+            "lines), a Parquet row as JSON. A longer one is never held in memory whole: it is "
+            "quarantined as line_too_long with its line number (its first 4 KiB kept)."
+        ),
+    )
+    max_chars: int = Field(
+        default=DEFAULT_MAX_CHARS,
+        gt=0,
+        description=(
+            "Longest row accepted, in characters of all its texts (longer: quarantined "
+            "over_length). A job's spec.max_chars may lower it; 0 there means this value."
+        ),
     )
     batch_size: int = Field(default=256, gt=0, description="Rows per PII/NER batch.")
     progress_every: int = Field(default=5000, gt=0, description="Rows between progress events.")

@@ -24,12 +24,14 @@ import json
 import logging
 import shutil
 import socket
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from tunewright.common.v1 import common_pb2
 from tunewright.core import subjects
+from tunewright.core.artifacts import ArtifactRef, private_dir, write_private
 from tunewright.core.bus import Delivery
 from tunewright.core.errors import Cancelled, InvalidArgument, PermanentError, TunewrightError
 from tunewright.core.ids import check_job_id
@@ -64,6 +66,8 @@ class IngestWorker:
         section = self.settings.ingest
         self.glossary = load_glossary(section.glossary_file) if section.glossary_file else {}
         self.hash_key = hash_key(context.settings)
+        # sha256 -> the task that deletes that owned source once no job has read it for a while
+        self._source_checks: dict[str, asyncio.Task[None]] = {}
 
     # --- events ---
     def _meta(self, key: str, workspace: str, correlation_id: str | None) -> common_pb2.EventMeta:
@@ -166,7 +170,7 @@ class IngestWorker:
         section = self.settings.ingest
         work = self.settings.ingest_dir / "work" / job.id
         shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
+        private_dir(work)  # the curated dataset, before it is an artifact: owner-only
         quarantine_root = self.settings.ingest_dir / "quarantine"
         try:
             # the file format comes from the spec, else from the content (the store has no names)
@@ -224,7 +228,8 @@ class IngestWorker:
 
     async def _delete_source(self, job: ingest_pb2.IngestJob) -> None:
         """The raw upload goes once the job is over (the quarantine keeps the rows that
-        failed), if ingest owns it and no other live job reads it."""
+        failed), if ingest owns it, no other live job reads it, and no job has read it for
+        ``delete_sources_after_s`` (requests for it may still sit in the queue)."""
         if not self.settings.ingest.delete_sources or job.status not in TERMINAL:
             return
         try:
@@ -234,11 +239,44 @@ class IngestWorker:
         if not self.jobs.owns_source(ref.sha256):
             log.debug("source kept: not ingest's own upload job_id=%s", job.id)
             return
-        if self.jobs.source_in_use(ref.sha256, besides=job.id):
+        self._schedule_source_check(ref.sha256)
+
+    def _schedule_source_check(self, sha256: str) -> None:
+        if sha256 in self._source_checks:
+            return  # one wait per source; it looks again when it ends
+
+        async def check() -> None:
+            try:
+                while True:
+                    grace = self.settings.ingest.delete_sources_after_s
+                    last = self.jobs.source_last_read(sha256)
+                    wait = 0.0 if last is None else last + grace - time.time()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                        continue
+                    if not self.jobs.owns_source(sha256):
+                        return
+                    if self.jobs.source_in_use(sha256, besides=""):
+                        return  # that job's end schedules the next look
+                    if await self.context.artifacts.delete(ArtifactRef(sha256)):
+                        log.info("deleted a raw source no job read for %.0f s", grace)
+                    self.jobs.disown_source(sha256)
+                    return
+            finally:
+                self._source_checks.pop(sha256, None)
+
+        self._source_checks[sha256] = asyncio.get_running_loop().create_task(check())
+
+    def sweep_sources(self) -> None:
+        """At start: a look at every owned source (waits cut short by a restart). Needs a
+        running loop; without one (a test building the consumers only) there is nothing to do."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
             return
-        if await self.context.artifacts.delete(ref):
-            log.info("deleted the raw source of a finished job job_id=%s", job.id)
-        self.jobs.disown_source(ref.sha256)
+        if self.settings.ingest.delete_sources:
+            for sha256 in self.jobs.owned_sources():
+                self._schedule_source_check(sha256)
 
     async def _scrubber(self, config: CurationConfig) -> DatasetScrubber | None:
         if config.pii is None:
@@ -290,7 +328,7 @@ class IngestWorker:
         report["artifacts"] = {name: ref.uri for name, ref in refs.items()}
         report_path: Path = result.files["report.json"]
         await asyncio.to_thread(
-            report_path.write_text, json.dumps(report, indent=2, sort_keys=True)
+            write_private, report_path, json.dumps(report, indent=2, sort_keys=True)
         )
         refs["report.json"] = await store.put_file(report_path, "application/json")
         self.jobs.disown_source(refs["report.json"].sha256)

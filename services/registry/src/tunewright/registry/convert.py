@@ -14,6 +14,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from tunewright.common.v1 import common_pb2
+from tunewright.core.errors import InvalidArgument
 from tunewright.evaluator.v1 import evaluator_pb2
 from tunewright.registry import models
 from tunewright.registry.v1 import registry_pb2
@@ -21,12 +22,32 @@ from tunewright.trainer.v1 import trainer_pb2
 
 M = TypeVar("M", bound=Message)
 
-KIND_NAMES = {
-    common_pb2.DATASET_KIND_SFT: "sft",
-    common_pb2.DATASET_KIND_PREFERENCE: "preference",
-    common_pb2.DATASET_KIND_UNPAIRED: "unpaired",
-    common_pb2.DATASET_KIND_EVAL: "eval",
-}
+
+class _EnumNames(dict[int, str]):
+    """Enum number -> stored name. A number without a name (an enum is open: any int32
+    arrives) is the request's fault, an InvalidArgument rather than a KeyError."""
+
+    def __init__(self, enum: str, names: dict[int, str]) -> None:
+        super().__init__(names)
+        self.enum = enum
+
+    def __missing__(self, number: int) -> str:
+        raise InvalidArgument(
+            f"unknown {self.enum} {number} (known: {', '.join(self.values())})",
+            reason=f"UNKNOWN_{self.enum.upper()}",
+        )
+
+
+KIND_NAMES = _EnumNames(
+    "dataset_kind",
+    {
+        common_pb2.DATASET_KIND_SFT: "sft",
+        common_pb2.DATASET_KIND_PREFERENCE: "preference",
+        common_pb2.DATASET_KIND_UNPAIRED: "unpaired",
+        common_pb2.DATASET_KIND_EVAL: "eval",
+        common_pb2.DATASET_KIND_PROMPT: "prompt",
+    },
+)
 KINDS = {v: k for k, v in KIND_NAMES.items()}
 SOURCE_NAMES = {
     registry_pb2.DATASET_SOURCE_UPLOAD: "upload",
@@ -44,7 +65,13 @@ STATUSES = {v: k for k, v in STATUS_NAMES.items()}
 
 
 def to_json(message: Message) -> dict[str, Any]:
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+    try:
+        return json_format.MessageToDict(message, preserving_proto_field_name=True)
+    except (json_format.SerializeToJsonError, ValueError) as exc:  # bad Timestamp, NaN in a Struct
+        raise InvalidArgument(
+            f"{message.DESCRIPTOR.name} has a value that cannot be stored: {exc}",
+            reason="UNSERIALIZABLE_VALUE",
+        ) from None
 
 
 def from_json(data: dict[str, Any] | None, message_type: type[M]) -> M:

@@ -214,6 +214,12 @@ def _too_large(spec_yaml: str) -> str:
     return ""
 
 
+#: what PyYAML's safe constructors raise, besides YAMLError, for a scalar that matches a type but
+#: is not one: ``2001-02-30`` (ValueError), ``!!int x``, ``!!timestamp x`` (AttributeError),
+#: ``!!bool x`` (KeyError), ``!!int`` with no value (IndexError)
+_CONSTRUCTION_ERRORS = (ArithmeticError, AttributeError, LookupError, TypeError, ValueError)
+
+
 def parse_spec(spec_yaml: str, parameters: dict[str, str]) -> PipelineSpec:
     """Validate a pipeline YAML; every problem is a field violation (``stages[1].spec.method``)."""
     try:
@@ -239,6 +245,12 @@ def parse_spec(spec_yaml: str, parameters: dict[str, str]) -> PipelineSpec:
             reason="PIPELINE_SPEC_INVALID",
             field_violations=[FieldViolation("spec_yaml", f"YAML error{where}")],
         ) from None
+    except _CONSTRUCTION_ERRORS as exc:
+        raise InvalidArgument(
+            f"pipeline spec is not valid YAML: a value cannot be read as its type ({exc})",
+            reason="PIPELINE_SPEC_INVALID",
+            field_violations=[FieldViolation("spec_yaml", "a value cannot be read as its type")],
+        ) from None
     bad: list[FieldViolation] = []
     if not isinstance(data, dict):
         raise InvalidArgument(
@@ -246,10 +258,12 @@ def parse_spec(spec_yaml: str, parameters: dict[str, str]) -> PipelineSpec:
             reason="PIPELINE_SPEC_INVALID",
             field_violations=[FieldViolation("spec_yaml", "must be a mapping")],
         )
-    for key in sorted(set(data) - {"name", "workspace", "stages", "description", "parameters"}):
+    # keys may be any YAML scalar (1, null, a date): sorted and named as strings
+    unknown = set(data) - {"name", "workspace", "stages", "description", "parameters"}
+    for key in sorted(unknown, key=str):
         bad.append(
             FieldViolation(
-                key, "unknown key (allowed: name, workspace, description, parameters, stages)"
+                str(key), "unknown key (allowed: name, workspace, description, parameters, stages)"
             )
         )
     defaults = data.get("parameters") or {}
@@ -283,14 +297,14 @@ def parse_spec(spec_yaml: str, parameters: dict[str, str]) -> PipelineSpec:
             continue
         if stage_name in outputs:
             bad.append(FieldViolation(f"{where}.name", f"duplicate stage name {stage_name!r}"))
-        if kind not in KINDS:
+        if not isinstance(kind, str) or kind not in KINDS:  # kind: [] is unhashable
             bad.append(FieldViolation(f"{where}.kind", f"must be one of {', '.join(KINDS)}"))
             continue
         allowed = {
             "promote": {"name", "kind", "alias", "model"},
             "approve": {"name", "kind", "message"},
         }.get(kind, {"name", "kind", "spec"}) | {DEADLINE_KEY}
-        for key in sorted(set(raw) - allowed):
+        for key in sorted(set(raw) - allowed, key=str):
             bad.append(FieldViolation(f"{where}.{key}", f"unknown key for a {kind} stage"))
         config = {k: v for k, v in raw.items() if k not in ("name", "kind")}
         deadline = raw.get(DEADLINE_KEY, 0)

@@ -18,7 +18,7 @@ from tunewright.common.v1 import common_pb2
 from tunewright.core import subjects
 from tunewright.core.bus import event_meta
 from tunewright.core.errors import FieldViolation, InvalidArgument
-from tunewright.core.identities import actor_of, require_role
+from tunewright.core.identities import actor_of, require_role, require_service
 from tunewright.core.ids import new_id, stable_id
 from tunewright.events.v1 import events_pb2
 from tunewright.registry import convert, lineage, models, pipelines, promotion, records
@@ -183,7 +183,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
 
     async def RegisterEvaluation(self, request: Any, context: Any) -> Any:
         # a verdict decides promotions: only the platform (its evaluator) may record one
-        require_role(action="register an evaluation")
+        require_service("evaluator", action="register an evaluation")
         evaluation = request.evaluation
         run = evaluation.run
         if evaluation.id and not run.id:

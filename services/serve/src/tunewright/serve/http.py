@@ -55,17 +55,19 @@ class _Body(BaseModel):
 
     model: str = Field(min_length=1)
     max_tokens: int | None = Field(default=None, ge=1)
+    #: OpenAI's newer name for max_tokens (it wins when both are given)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)  # int64, as in gRPC
     stream: bool = False
     stream_options: dict[str, Any] | None = None
     n: int = 1
 
     def sampling(self) -> SamplingInput:
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        max_tokens = getattr(self, "max_completion_tokens", None) or self.max_tokens
+        max_tokens = self.max_completion_tokens or self.max_tokens
         return SamplingInput(
             max_tokens=max_tokens,
             temperature=self.temperature,
@@ -192,20 +194,32 @@ class _BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             await too_large(scope, receive, send)
             return
-        seen = 0
+        seen, over, started = 0, False, False
 
         async def limited() -> Any:
-            nonlocal seen
+            nonlocal seen, over
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
+                    over = True
                     raise _TooLarge
             return message
 
+        async def send_unless_over(message: Any) -> None:
+            # FastAPI turns an exception while it reads the body into its own 400: once the
+            # limit is passed, the app's answer is dropped and the 413 below sent instead
+            nonlocal started
+            if over:
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            await self.app(scope, limited, send)
+            await self.app(scope, limited, send_unless_over)
         except _TooLarge:
+            pass
+        if over and not started:
             await too_large(scope, receive, send)
 
 

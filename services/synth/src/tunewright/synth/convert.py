@@ -23,8 +23,17 @@ TASK = "spec.synthetic_examples"
 MAX_EXAMPLES = 100_000
 
 
-def _params(ref: common_pb2.PluginRef) -> dict[str, Any]:
-    return json_format.MessageToDict(ref.params) if ref.HasField("params") else {}
+def _params(ref: common_pb2.PluginRef, where: str) -> dict[str, Any]:
+    if not ref.HasField("params"):
+        return {}
+    try:
+        return json_format.MessageToDict(ref.params)
+    except (json_format.SerializeToJsonError, ValueError) as exc:  # NaN, Infinity: not JSON
+        raise InvalidArgument(
+            f"{where}.params: {exc}",
+            reason="INVALID_SYNTH_SPEC",
+            field_violations=[FieldViolation(f"{where}.params", str(exc))],
+        ) from None
 
 
 def synthesis_task(spec: synth_pb2.SynthJobSpec, workspace: str) -> SynthesisTask:
@@ -51,7 +60,7 @@ def synthesis_task(spec: synth_pb2.SynthJobSpec, workspace: str) -> SynthesisTas
             bad.append(FieldViolation(f"{where}.name", f"one of {', '.join(FILTER_PARAMS)}"))
             continue
         defaults = FILTER_PARAMS[ref.name]
-        given = _params(ref)
+        given = _params(ref, where)
         unknown = sorted(set(given) - set(defaults))
         if unknown:
             bad.append(FieldViolation(f"{where}.params", f"allowed: {', '.join(defaults)}"))
@@ -85,7 +94,7 @@ def synthesis_task(spec: synth_pb2.SynthJobSpec, workspace: str) -> SynthesisTas
         workspace=workspace,
         seed_dataset=seed,
         generator=task.generator.name or "local",
-        generator_params=_params(task.generator),
+        generator_params=_params(task.generator, f"{TASK}.generator"),
         model=task.model if task.HasField("model") and _has_ref(task.model) else None,
         num_examples=task.num_examples,
         target_categories=tuple(dict.fromkeys(c for c in task.target_categories if c)),

@@ -117,8 +117,8 @@ def feedback_backend(
         )
     from google.protobuf import json_format
 
-    params = json_format.MessageToDict(ref.params) if ref.HasField("params") else {}
     try:
+        params = json_format.MessageToDict(ref.params) if ref.HasField("params") else {}
         backend = plugins.feedback_backends.get(name).factory(directory=directory / name, **params)
     except (TypeError, ValueError) as exc:  # backends refuse bad params with these
         raise InvalidArgument(

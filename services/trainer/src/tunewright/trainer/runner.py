@@ -31,7 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from tunewright.core.artifacts import ArtifactRef, ArtifactStore
+from tunewright.core.artifacts import (
+    ArtifactRef,
+    ArtifactStore,
+    open_private,
+    private_dir,
+    write_private,
+)
 from tunewright.core.errors import PermanentError
 from tunewright.core.ids import new_id, stable_id
 from tunewright.core.plugins import PluginManager
@@ -42,6 +48,9 @@ from tunewright.trainer.settings import TrainerSettings
 from tunewright.trainer.store import JobStore
 
 log = logging.getLogger(__name__)
+#: the training child's umask: what transformers / TRL / PEFT write (checkpoints, the adapter)
+#: is owner-only whatever umask this service inherited
+CHILD_UMASK = 0o077
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +316,8 @@ class _Attempt:
             datasets=w.datasets,
             models=w.models,
             default_checkpoint_every=w.settings.trainer.checkpoint_every_steps,
+            outbound=w.settings.outbound,
+            tracking_dir=w.settings.data_dir / "trainer" / "tracking",
         )
         if pf.plan is None:
             reasons = "; ".join(f"{f}: {d}" for f, d in pf.violations)
@@ -349,11 +360,16 @@ class _Attempt:
         await self._finish(rc)
 
     async def _prepare(self, plan: Plan) -> int:
-        """Fill the work folder; returns the step it resumes from (0 = fresh)."""
+        """Fill the work folder; returns the step it resumes from (0 = fresh).
+
+        The work folder holds the job's datasets and weights: it is owner-only (0700), and so
+        is everything in it (the child runs with umask 077).
+        """
         wd = self.workdir
         if wd.exists():
             shutil.rmtree(wd)
-        (wd / "data").mkdir(parents=True)
+        private_dir(self.w.work_root)
+        private_dir(wd / "data")
         train_files = []
         for i, info in enumerate(plan.datasets):
             dest = wd / "data" / f"train-{i}{_suffix(info.train)}"
@@ -389,7 +405,7 @@ class _Attempt:
             "reward_model": reward,
             "resume_from": resume_from,
         }
-        (wd / "plan.json").write_text(json.dumps(document, indent=1, default=_json_default))
+        write_private(wd / "plan.json", json.dumps(document, indent=1, default=_json_default))
         return latest.step if latest is not None else 0
 
     def _open_trackers(self) -> None:
@@ -400,6 +416,7 @@ class _Attempt:
                 factory(
                     job_id=self.job.id,
                     directory=self.w.settings.data_dir / "trainer" / "tracking",
+                    outbound=self.w.settings.outbound,
                     **params,
                 )
             )
@@ -410,7 +427,7 @@ class _Attempt:
         if launch.launcher != "none":
             return await self._train_launched(python)
         read_fd, write_fd = os.pipe()
-        with (self.workdir / "child.log").open("ab") as child_log:
+        with open_private(self.workdir / "child.log", "ab") as child_log:
             self.proc = await asyncio.create_subprocess_exec(
                 *child_command(python, launch, self.workdir, str(write_fd)),
                 pass_fds=(write_fd,),
@@ -418,6 +435,7 @@ class _Attempt:
                 stdout=child_log,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,  # its own process group: cancel kills all of it
+                umask=CHILD_UMASK,
             )
         os.close(write_fd)
         if self._cancel_wanted:
@@ -438,13 +456,14 @@ class _Attempt:
         read_fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
         hold_fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
         try:
-            with (self.workdir / "child.log").open("ab") as child_log:
+            with open_private(self.workdir / "child.log", "ab") as child_log:
                 self.proc = await asyncio.create_subprocess_exec(
                     *child_command(python, self.w.settings.trainer.launch, self.workdir, str(fifo)),
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=child_log,
                     stderr=asyncio.subprocess.STDOUT,
                     start_new_session=True,  # cancel kills the launcher's group; ranks follow
+                    umask=CHILD_UMASK,  # the ranks inherit it
                 )
         except BaseException:
             os.close(read_fd)
@@ -623,14 +642,15 @@ class _Attempt:
     async def _succeed(self, metrics: dict[str, float]) -> None:
         out = self.workdir / "out"
         spec = self.job.spec
-        (out / "config.json").write_text(
+        write_private(
+            out / "config.json",
             json.dumps(
                 {"job_id": self.job_id, "spec": dataclasses.asdict(spec), **_plan_doc(self)},
                 indent=1,
                 default=_json_default,
-            )
+            ),
         )
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
+        write_private(out / "metrics.json", json.dumps(metrics, indent=1, sort_keys=True))
         weights = await self.w.artifacts.put_dir(out)
         tokenizer = await self.w.artifacts.put_dir(out / "tokenizer")
         log_bytes = "".join(json.dumps(r) + "\n" for r in self._metrics_log).encode()

@@ -267,6 +267,8 @@ class Trainer:
             datasets=self.datasets,
             models=self.models,
             default_checkpoint_every=self.settings.trainer.checkpoint_every_steps,
+            outbound=self.settings.outbound,
+            tracking_dir=self.settings.data_dir / "trainer" / "tracking",
         )
 
     def with_parent_defaults(
@@ -371,7 +373,7 @@ class Trainer:
 
 
 def _page_size(page: common_pb2.PageRequest) -> int:
-    return min(page.page_size or 50, _MAX_PAGE)
+    return min(max(page.page_size, 0) or 50, _MAX_PAGE)
 
 
 class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):

@@ -525,7 +525,9 @@ class IngestSpec(_message.Message):
     record_format: Global___RecordFormat.ValueType
     kind: _common_pb2.DatasetKind.ValueType
     max_chars: _builtins.int
-    """rows longer than this (in characters) are quarantined; 0 = no limit"""
+    """rows longer than this (in characters) are quarantined; 0 = the server's maximum
+    (ingest.max_chars)
+    """
     origin: _registry_pb2.DatasetSource.ValueType
     """where the rows come from, recorded on the dataset version (unspecified = an upload);
     synth sets SYNTHETIC, the monitor TRAFFIC
