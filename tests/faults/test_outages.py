@@ -57,6 +57,17 @@ stages:
 """
 
 
+def _start(stack: FaultStack, *, steps: int) -> tuple[int, str]:
+    """Up, upload the tickets, submit the pipeline: (rows written, run id)."""
+    stack.write_config()
+    stack.up()
+    rows_in = write_tickets(
+        stack.root / "t.jsonl", ROWS, duplicates=DUPLICATES, bad_lines=BAD_LINES
+    )
+    source = stack.upload(stack.root / "t.jsonl")
+    return rows_in, stack.submit(CURATE_AND_TRAIN.replace("STEPS", str(steps)), {"source": source})
+
+
 def _check_outcome(stack: FaultStack, run: Any, rows_in: int) -> int:
     """Assert what every outage case promises; returns the rows accounted for."""
     assert run.status == common_pb2.JOB_STATUS_SUCCEEDED, outcome_of(run)
@@ -98,13 +109,7 @@ def stack(tmp_path: Path, stack_cli: Any) -> Iterator[FaultStack]:
 
 @pytest.mark.timeout(900)
 def test_nats_killed_mid_pipeline(stack: FaultStack, figures: Any) -> None:
-    stack.write_config()
-    stack.up()
-    rows_in = write_tickets(
-        stack.root / "t.jsonl", ROWS, duplicates=DUPLICATES, bad_lines=BAD_LINES
-    )
-    source = stack.upload(stack.root / "t.jsonl")
-    run_id = stack.submit(CURATE_AND_TRAIN.replace("STEPS", "80"), {"source": source})
+    rows_in, run_id = _start(stack, steps=80)
     since: dict[str, float] = {}
     done: list[int] = []
 
@@ -202,13 +207,7 @@ def test_registry_database_down_for_3_minutes_mid_pipeline(
     pg.init()
     try:
         stack.env = {"TW_REGISTRY__DATABASE_URL": pg.url}
-        stack.write_config()
-        stack.up()
-        rows_in = write_tickets(
-            stack.root / "t.jsonl", ROWS, duplicates=DUPLICATES, bad_lines=BAD_LINES
-        )
-        source = stack.upload(stack.root / "t.jsonl")
-        run_id = stack.submit(CURATE_AND_TRAIN.replace("STEPS", "40"), {"source": source})
+        rows_in, run_id = _start(stack, steps=40)
         since: dict[str, float] = {}
         outage: list[float] = []
 
