@@ -57,6 +57,17 @@ def check_tracking_uri(
     return tracking_uri, None
 
 
+def _destination(
+    tracking_uri: str | None, directory: Path, outbound: OutboundSettings | None
+) -> tuple[str | None, Path | None]:
+    """(the checked tracking URI, where new experiments keep artifacts); no URI: the job's
+    own SQLite store in ``directory``, artifacts beside it."""
+    if tracking_uri:
+        return check_tracking_uri(tracking_uri, directory=directory, outbound=outbound)
+    OutboundSettings.given(outbound)  # a policy passed in must be one
+    return None, directory / "mlflow-artifacts"
+
+
 def _malformed(what: str) -> InvalidArgument:
     return InvalidArgument(f"{_FIELD}: {what}", field_violations=[FieldViolation(_FIELD, what)])
 
@@ -74,10 +85,7 @@ class MlflowTracker:
     ) -> None:
         """The constructor's checks, making nothing: for a preflight before the job runs
         (unknown params fail as :class:`TypeError`)."""
-        if tracking_uri:
-            check_tracking_uri(tracking_uri, directory=Path(directory), outbound=outbound)
-        else:
-            OutboundSettings.given(outbound)
+        _destination(tracking_uri, Path(directory), outbound)
 
     def __init__(
         self,
@@ -91,13 +99,8 @@ class MlflowTracker:
         outbound: OutboundSettings | None = None,
     ) -> None:
         directory = Path(directory)
-        artifacts: Path | None = directory / "mlflow-artifacts"
-        if tracking_uri:  # checked before anything is made or sent
-            tracking_uri, artifacts = check_tracking_uri(
-                tracking_uri, directory=directory, outbound=outbound
-            )
-        else:
-            OutboundSettings.given(outbound)
+        # checked before anything is made or sent
+        tracking_uri, artifacts = _destination(tracking_uri, directory, outbound)
         from mlflow.tracking import MlflowClient
 
         directory.mkdir(parents=True, exist_ok=True)

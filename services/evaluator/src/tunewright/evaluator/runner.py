@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from google.protobuf import json_format
-
 from tunewright.common.v1 import common_pb2
 from tunewright.core.artifacts import ArtifactRef, ArtifactStore
 from tunewright.core.errors import (
@@ -36,6 +34,7 @@ from tunewright.core.errors import (
     TunewrightError,
 )
 from tunewright.core.model_versions import base_model, fetch_chain
+from tunewright.core.params import plugin_params
 from tunewright.core.plugins import Registries
 from tunewright.core.registry_client import VersionLookup
 from tunewright.core.settings import OutboundSettings
@@ -213,6 +212,8 @@ def validate(
             continue
         try:  # factories are cheap (libraries load lazily); bad params fail the submission
             plugins.metrics.get(metric.name).factory(**_params(metric))
+        except InvalidArgument as exc:  # params with no JSON form (NaN, Infinity)
+            bad.append(FieldViolation(f"spec.metrics[{i}].params", exc.message[:300]))
         except (TypeError, ValueError) as exc:
             bad.append(FieldViolation(f"spec.metrics[{i}].params", str(exc)[:300]))
     needs = {plugins.metrics.get(m.name).needs for m in spec.metrics if m.name in plugins.metrics}
@@ -230,8 +231,8 @@ def validate(
         else:
             try:
                 model, params = _judge_params(judge)
-            except ValueError as exc:  # NaN / Infinity have no JSON form
-                bad.append(FieldViolation("spec.judge.params", str(exc)[:300]))
+            except InvalidArgument as exc:  # NaN / Infinity have no JSON form
+                bad.append(FieldViolation("spec.judge.params", exc.message[:300]))
                 model, params = {}, {}
             if judge.name == "local" and not (model.get("model_version_id") or model.get("model")):
                 bad.append(
@@ -277,7 +278,7 @@ def _outbound(outbound: OutboundSettings | None) -> dict[str, Any]:
 
 
 def _params(ref: common_pb2.PluginRef) -> dict[str, Any]:
-    return json_format.MessageToDict(ref.params) if ref.HasField("params") else {}
+    return plugin_params(ref, "params")
 
 
 def _judge_params(judge: common_pb2.PluginRef) -> tuple[dict[str, Any], dict[str, Any]]:

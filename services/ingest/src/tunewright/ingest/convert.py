@@ -11,11 +11,10 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-from google.protobuf import json_format
-
 from tunewright.common.v1 import common_pb2
 from tunewright.core.artifacts import ArtifactRef
 from tunewright.core.errors import FieldViolation, InvalidArgument
+from tunewright.core.params import struct_params
 from tunewright.core.plugins import Registries
 from tunewright.ingest import pii
 from tunewright.ingest.pipeline import Counts, CurationConfig, CurationResult
@@ -95,9 +94,11 @@ def _filters(
     refs: list[tuple[str, dict[str, Any], str]] = []
     for i, ref in enumerate(spec.filters):
         try:
-            refs.append((ref.name, json_format.MessageToDict(ref.params), f"spec.filters[{i}]"))
-        except (json_format.SerializeToJsonError, ValueError) as exc:  # NaN, Infinity: not JSON
-            bad.append(FieldViolation(f"spec.filters[{i}].params", str(exc)))
+            params = struct_params(ref.params, f"spec.filters[{i}].params")
+        except InvalidArgument as exc:  # NaN, Infinity: not JSON
+            bad.extend(exc.field_violations)
+            continue
+        refs.append((ref.name, params, f"spec.filters[{i}]"))
     if not spec.filters:
         refs = [(name, {}, "settings.ingest.default_filters") for name in section.default_filters]
     out = []

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf import json_format
-
 from tunewright.common.v1 import common_pb2
 from tunewright.core.errors import FieldViolation, InvalidArgument
+from tunewright.core.params import plugin_params
 from tunewright.synth.synthetic import (
     DEFAULT_FILTERS,
     FILTER_PARAMS,
@@ -24,16 +23,7 @@ MAX_EXAMPLES = 100_000
 
 
 def _params(ref: common_pb2.PluginRef, where: str) -> dict[str, Any]:
-    if not ref.HasField("params"):
-        return {}
-    try:
-        return json_format.MessageToDict(ref.params)
-    except (json_format.SerializeToJsonError, ValueError) as exc:  # NaN, Infinity: not JSON
-        raise InvalidArgument(
-            f"{where}.params: {exc}",
-            reason="INVALID_SYNTH_SPEC",
-            field_violations=[FieldViolation(f"{where}.params", str(exc))],
-        ) from None
+    return plugin_params(ref, f"{where}.params", reason="INVALID_SYNTH_SPEC")
 
 
 def synthesis_task(spec: synth_pb2.SynthJobSpec, workspace: str) -> SynthesisTask:

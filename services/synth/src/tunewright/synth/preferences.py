@@ -40,6 +40,7 @@ from tunewright.common.v1 import common_pb2
 from tunewright.core.artifacts import ArtifactRef, ArtifactStore
 from tunewright.core.errors import Cancelled, FailedPrecondition, FieldViolation, InvalidArgument
 from tunewright.core.model_versions import fetch_chain
+from tunewright.core.params import plugin_params
 from tunewright.core.plugins import Registries
 from tunewright.core.registry_client import VersionLookup
 from tunewright.core.splits import read_split_rows
@@ -115,10 +116,8 @@ def feedback_backend(
                 )
             ],
         )
-    from google.protobuf import json_format
-
+    params = plugin_params(ref, f"{where}.params", reason="BAD_FEEDBACK_BACKEND_PARAMS")
     try:
-        params = json_format.MessageToDict(ref.params) if ref.HasField("params") else {}
         backend = plugins.feedback_backends.get(name).factory(directory=directory / name, **params)
     except (TypeError, ValueError) as exc:  # backends refuse bad params with these
         raise InvalidArgument(

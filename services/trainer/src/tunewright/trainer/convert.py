@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf import json_format
-from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from tunewright.common.v1 import common_pb2
 from tunewright.core.artifacts import ArtifactRef
 from tunewright.core.errors import FieldViolation, InvalidArgument
+from tunewright.core.params import struct_params
 from tunewright.trainer.jobs import Checkpoint, Job, JobEvent, JobSpec, JobStatus, Progress
 from tunewright.trainer.v1 import trainer_pb2
 
@@ -52,15 +51,6 @@ def status_from_pb(value: int, field: str = "statuses") -> JobStatus:
             field_violations=[FieldViolation(field, f"one of {known}")],
         )
     return status
-
-
-def _struct(struct: Struct, field: str) -> dict[str, Any]:
-    try:
-        return json_format.MessageToDict(struct)
-    except (json_format.SerializeToJsonError, ValueError) as exc:  # NaN, Infinity: not JSON
-        raise InvalidArgument(
-            f"{field}: {exc}", field_violations=[FieldViolation(field, str(exc))]
-        ) from None
 
 
 def spec_from_pb(pb: trainer_pb2.TrainingJobSpec) -> JobSpec:
@@ -118,10 +108,10 @@ def spec_from_pb(pb: trainer_pb2.TrainingJobSpec) -> JobSpec:
         peft=peft,
         quantization=quantization,
         hyperparameters=hp,
-        method_config=_struct(pb.method_config, "spec.method_config"),
+        method_config=struct_params(pb.method_config, "spec.method_config"),
         seed=pb.seed,
         trackers=tuple(
-            (t.name, _struct(t.params, f"spec.trackers[{i}].params"))
+            (t.name, struct_params(t.params, f"spec.trackers[{i}].params"))
             for i, t in enumerate(pb.trackers)
         ),
         device=pb.resources.device or "auto",
